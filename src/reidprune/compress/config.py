@@ -1,0 +1,20 @@
+"""Prune section of the experiment config: method, rate and the iterative schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PruneConfig:
+    # token-amg | token-topk | token-pm | token-tome | head-entropy | head-magnitude | head-random
+    # | filter-hfp | filter-sfp | filter-fpgm | filter-bafd | none
+    method: str = "none"
+    rate: float = 0.0  # fraction removed (tokens, heads or filters)
+    rounds: int = 1  # prune / fine-tune iterations
+    finetune_epochs: int = 0  # fine-tuning epochs after each round
+    final_epochs: int = 0  # fine-tuning epochs after the last round
+    calib_batches: int = 0  # batches in a calibration pass (0 = the whole training set)
+    # method-specific options (e.g. {"mode": "kv", "depth_discount": 0.0} for token-amg)
+    options: dict[str, Any] = field(default_factory=dict)

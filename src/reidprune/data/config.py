@@ -1,0 +1,34 @@
+"""Data section of the experiment config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    # market1501 | dukemtmc | occluded_duke | msmt17 | reid_folder | imagefolder | synth
+    format: str = "synth"
+    root: str = "data/synth_market"
+    height: int = 256
+    width: int = 128
+    # training sampler: P identities x K images per batch (re-ID); plain shuffling for imagefolder
+    batch_size: int = 64
+    num_instances: int = 4
+    test_batch_size: int = 128
+    num_workers: int = 2
+    cache_images: bool = True  # keep decoded images in memory (re-ID sets are small)
+    skip_corrupt: bool = False  # skip unreadable images with a warning and a count instead of failing
+    # augmentation
+    flip_prob: float = 0.5
+    pad: int = 10
+    random_erasing: float = 0.5
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    interpolation: str = "bilinear"  # bilinear | bicubic
+    # identities held out from the training split for validation (checkpoint selection)
+    val_ids: int = 0
+    # synth generator (format=synth: generated into root when missing)
+    synth_ids: int = 120
+    synth_occluded: bool = False
+    synth_seed: int = 0

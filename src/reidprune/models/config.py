@@ -1,0 +1,17 @@
+"""Model section of the experiment config: which registry entry, and which weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vit_tiny_reid"  # a name from `reidprune models list`
+    # extra constructor arguments for the registry entry (e.g. {"stride": 12, "sie_cameras": 6})
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    # a foreign .pth (timm, DeiT, TransReID, LA-Transformer, AMG, PM-ViT, BAFD, torchvision) or a
+    # reidprune model directory (model.json + weights.safetensors); "" = random initialisation
+    weights: str = ""
+    strict: bool = True  # a missing or unexpected key is an error, not a warning

@@ -1,0 +1,319 @@
+"""A pruning-aware Vision Transformer backbone with timm parameter names.
+
+What differs from timm's VisionTransformer, and why:
+- every block has its own number of heads (head pruning removes heads block by block), while the
+  head dimension and the softmax scale stay as trained;
+- every block can carry a token reducer (`Block.reducer`) that decides how the block is applied
+  to the sequence (fewer keys, skipped tokens, merged tokens);
+- the patch embedding may overlap (TransReID stride 12 / 11), and an optional camera
+  side-information embedding (TransReID SIE) is added to every token;
+- attention can be probed (`Attention.probe`) to collect attention maps and their gradients for
+  calibration, otherwise it runs as fused scaled-dot-product attention.
+
+Parameter names match timm (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`,
+`blocks.{i}.mlp.fc1`, `norm`, `head`), so timm and DeiT state dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class TokenState:
+    """Bookkeeping that travels with the token sequence through the blocks.
+
+    source: (B, N_cur) long, the original position (0 = CLS, 1.. = patches in raster order) of each
+      current token; None while the sequence is still the original one.
+    size: (B, N_cur, 1) float, how many original tokens each current token stands for (merging
+      reducers use it for proportional attention); None while every token stands for one.
+    """
+
+    source: Tensor | None = None
+    size: Tensor | None = None
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (Huang et al. 2016); identity in eval mode."""
+
+    def __init__(self, prob: float = 0.0) -> None:
+        super().__init__()
+        self.prob = prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) -> (B, N, D) with a possibly overlapping stride (TransReID)."""
+
+    def __init__(
+        self, img_size: Sequence[int], patch_size: int, stride: int, in_chans: int, dim: int
+    ) -> None:
+        super().__init__()
+        self.img_size = (int(img_size[0]), int(img_size[1]))
+        self.patch_size = patch_size
+        self.stride = stride
+        self.grid_size = (
+            (self.img_size[0] - patch_size) // stride + 1,
+            (self.img_size[1] - patch_size) // stride + 1,
+        )
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and tuple(x.shape[-2:]) != self.img_size
+        ):
+            raise ValueError(
+                f"input size {tuple(x.shape[-2:])} does not match the model's img_size {self.img_size}; "
+                "build the model for this size (position embeddings are resized when weights load)"
+            )
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with `num_heads` heads of `head_dim` each.
+
+    qkv: Linear(dim -> 3 * num_heads * head_dim), rows ordered (q|k|v, head, channel) as in timm.
+    proj: Linear(num_heads * head_dim -> dim).
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, qkv_bias: bool, scale: float) -> None:
+        super().__init__()
+        if num_heads < 1:
+            raise ValueError(f"an attention layer needs at least one head, got num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.scale = scale
+        inner = num_heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, dim)
+        # Calibration hook: receives the (B, H, N_q, N_k) attention probabilities and returns the
+        # tensor used downstream (so that gradients with respect to it can be taken).
+        self.probe: Callable[[Tensor], Tensor] | None = None
+
+    def split_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, N, D) -> q, k, v each (B, H, N, head_dim)."""
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+        """Attention of q (B, H, Nq, d) over k, v (B, H, Nk, d) -> (B, Nq, H * d) before proj.
+
+        bias: optional additive logit bias broadcastable to (B, H, Nq, Nk) (e.g. log token sizes).
+        """
+        if self.probe is not None:
+            logits = (q * self.scale) @ k.transpose(-2, -1)
+            if bias is not None:
+                logits = logits + bias
+            out = self.probe(logits.softmax(dim=-1)) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        b, _, nq, _ = out.shape
+        return out.transpose(1, 2).reshape(b, nq, self.num_heads * self.head_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.split_qkv(x)
+        return self.proj(self.attend(q, k, v))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block. `reducer`, when set, decides how the block is applied."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        mlp_hidden: int,
+        qkv_bias: bool,
+        scale: float,
+        norm_eps: float,
+        drop_path: float,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, head_dim, qkv_bias, scale)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, mlp_hidden)
+        self.drop_path = DropPath(drop_path)
+        self.reducer: nn.Module | None = None
+
+    def forward_dense(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: Tensor, state: TokenState | None = None) -> tuple[Tensor, TokenState]:
+        state = state if state is not None else TokenState()
+        if self.reducer is not None:
+            return self.reducer(self, x, state)
+        return self.forward_dense(x), state
+
+
+class VisionTransformer(nn.Module):
+    """ViT backbone (+ optional linear head) with per-block heads and token reducers.
+
+    forward_tokens: (B, 3, H, W) -> (B, N_out, D) tokens after the final norm, plus the TokenState.
+    forward: classification logits (B, num_classes), or the CLS feature (B, D) when num_classes=0.
+    """
+
+    def __init__(
+        self,
+        img_size: Sequence[int] = (224, 224),
+        patch_size: int = 16,
+        stride: int | None = None,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        num_heads: Sequence[int] = (12,) * 12,
+        head_dim: int = 64,
+        mlp_hidden: Sequence[int] | None = None,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        norm_eps: float = 1e-6,
+        drop_path: float = 0.0,
+        num_cameras: int = 0,
+        sie_coef: float = 3.0,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        depth = len(num_heads)
+        mlp_hidden = list(mlp_hidden) if mlp_hidden is not None else [4 * embed_dim] * depth
+        if len(mlp_hidden) != depth:
+            raise ValueError(f"mlp_hidden has {len(mlp_hidden)} entries for {depth} blocks")
+        self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.sie_coef = sie_coef
+        self.patch_embed = PatchEmbed(img_size, patch_size, stride or patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, embed_dim))
+        # TransReID side information: one learnable embedding per camera, added to every token
+        self.sie_embed = nn.Parameter(torch.zeros(num_cameras, 1, embed_dim)) if num_cameras > 0 else None
+        scale = qk_scale if qk_scale is not None else head_dim**-0.5
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, h, head_dim, m, qkv_bias, scale, norm_eps, r)
+            for h, m, r in zip(num_heads, mlp_hidden, rates, strict=True)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.head: nn.Module = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        if self.sie_embed is not None:
+            nn.init.trunc_normal_(self.sie_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.patch_embed.grid_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix_tokens + self.patch_embed.num_patches
+
+    def embed(self, x: Tensor, camids: Tensor | None = None) -> Tensor:
+        """(B, 3, H, W) -> (B, 1 + P, D): patches, CLS, position and camera embeddings."""
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        if self.sie_embed is not None:
+            if camids is None:
+                raise ValueError("this model has a camera side-information embedding; pass camids")
+            x = x + self.sie_coef * self.sie_embed[camids]
+        return x
+
+    def run_blocks(
+        self, x: Tensor, blocks: Sequence[nn.Module] | None = None, state: TokenState | None = None
+    ) -> tuple[Tensor, TokenState]:
+        state = state if state is not None else TokenState()
+        for block in self.blocks if blocks is None else blocks:
+            x, state = block(x, state)
+        return x, state
+
+    def forward_tokens(self, x: Tensor, camids: Tensor | None = None) -> tuple[Tensor, TokenState]:
+        x, state = self.run_blocks(self.embed(x, camids))
+        return self.norm(x), state
+
+    def restore_grid(self, x: Tensor, state: TokenState) -> Tensor:
+        """Put tokens back in original raster order: (B, N_cur, D) -> (B, 1 + P, D).
+
+        Reducers that drop or merge tokens extend this through the state they leave behind; a
+        sequence that was only permuted is scattered back by source index.
+        """
+        if state.source is None:
+            return x
+        if x.shape[1] != self.num_tokens:
+            raise ValueError(
+                f"cannot restore the token grid: {x.shape[1]} tokens for {self.num_tokens} positions; "
+                "this reducer does not keep every token"
+            )
+        index = state.source.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        return torch.empty_like(x).scatter_(1, index, x)
+
+    def forward(self, x: Tensor, camids: Tensor | None = None) -> Tensor:
+        tokens, _ = self.forward_tokens(x, camids)
+        return self.head(tokens[:, 0])
+
+
+def resample_pos_embed(
+    pos_embed: Tensor,
+    new_grid: Sequence[int],
+    old_grid: Sequence[int] | None = None,
+    num_prefix: int = 1,
+    mode: str = "bilinear",
+) -> Tensor:
+    """Resize a (1, num_prefix + h*w, D) position embedding to a new (h', w') grid.
+
+    old_grid defaults to the square grid implied by the token count. Prefix tokens are kept.
+    """
+    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
+    if old_grid is None:
+        side = math.isqrt(grid.shape[1])
+        if side * side != grid.shape[1]:
+            raise ValueError(
+                f"position embedding with {grid.shape[1]} patch tokens is not square; give old_grid"
+            )
+        old_grid = (side, side)
+    old_h, old_w = int(old_grid[0]), int(old_grid[1])
+    if old_h * old_w != grid.shape[1]:
+        raise ValueError(f"old_grid {tuple(old_grid)} does not hold {grid.shape[1]} patch tokens")
+    if (old_h, old_w) == tuple(new_grid):
+        return pos_embed
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, old_h, old_w, dim).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=tuple(int(s) for s in new_grid), mode=mode, align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)
+    return torch.cat([prefix, grid], dim=1)
