@@ -19,15 +19,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from reidprune.compress.config import PruneConfig
 from reidprune.data.config import DataConfig
+from reidprune.errors import ConfigError
 from reidprune.evaluate.config import EvalConfig
 from reidprune.models.config import ModelConfig
 from reidprune.train.config import TrainConfig
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration file or override does not fit the schema; the message names the key."""
 
 
 @dataclass

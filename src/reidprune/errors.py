@@ -1,10 +1,26 @@
-"""Error types raised where bad input enters; the CLI prints them as one clear line."""
+"""Every error type reidprune raises for bad input, in one module that imports nothing of ours.
+
+They are raised where the bad value enters, naming the file, key or value and what was
+expected; the CLI prints them as one line (exit code 2) instead of a traceback. Keeping this
+module free of imports lets any module raise them without import cycles.
+"""
 
 from __future__ import annotations
 
-from reidprune.config import ConfigError
-from reidprune.models.checkpoint_io import CheckpointError
-from reidprune.models.registry import UnknownModelError
+
+class ConfigError(ValueError):
+    """A configuration file or override does not fit the schema; the message names the key."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit the model; the message names keys and shapes."""
+
+
+class UnknownModelError(KeyError):
+    """A model name or family that the registry does not know."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
 
 
 class DataError(ValueError):

@@ -19,7 +19,18 @@ app = typer.Typer(
 )
 
 # verb modules, in the order they appear in --help
-VERB_MODULES: list[str] = []
+VERB_MODULES: list[str] = [
+    "demo",
+    "data",
+    "models",
+    "train",
+    "prune",
+    "eval",
+    "measure",
+    "export",
+    "bench",
+    "report",
+]
 
 
 def _register() -> None:

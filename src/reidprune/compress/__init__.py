@@ -1,1 +1,39 @@
-"""compress"""
+"""Compression: token reduction, head pruning and filter pruning, each one call returning a new model.
+
+    student, plan = reidprune.compress.prune_tokens(model, method="amg", rate=0.4, data=calib)
+    student, plan = reidprune.compress.prune_heads(student, method="entropy", rate=0.25, data=calib)
+    small, plan = reidprune.compress.prune_filters(resnet, method="hfp", rate=0.5)
+    result = reidprune.compress.run_schedule(model, cfg, loaders, "runs/x")   # rounds + fine-tuning
+
+Entry points are imported lazily: `reidprune.config` imports `compress.config` early, before the
+models the compression modules depend on are loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from reidprune.compress.config import PruneConfig
+from reidprune.compress.plan import CompressionPlan
+
+_LAZY = {
+    "prune_tokens": "reidprune.compress.tokens",
+    "attach_reducers": "reidprune.compress.tokens",
+    "prune_heads": "reidprune.compress.heads",
+    "split_rounds": "reidprune.compress.heads",
+    "prune_filters": "reidprune.compress.filters",
+    "filter_pruning_callback": "reidprune.compress.filters",
+    "extract_pruned": "reidprune.compress.filters",
+    "calibrate": "reidprune.compress.calibration",
+    "run_schedule": "reidprune.compress.schedule",
+    "prune_experiment": "reidprune.compress.experiment",
+}
+
+__all__ = ["CompressionPlan", "PruneConfig", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reidprune.compress' has no attribute '{name}'")

@@ -1,1 +1,46 @@
-"""data"""
+"""Data: parsers for the standard re-ID layouts and ImageFolder, the synthetic generator,
+transforms, identity (PK) and shuffling batch samplers, and loaders with an optional decoded-image cache.
+
+    splits = build_dataset(cfg.data)                      # records: (path, pid, camid) per image
+    loaders = build_loaders(cfg.data, splits, seed=cfg.seed)
+    loaders.set_epoch(epoch)                              # before each training epoch
+    for batch in loaders.train: batch["image"], batch["label"], batch["pid"], batch["camid"]
+
+Exports are resolved lazily, so `reidprune.data.config` (imported by `reidprune.config`) stays
+free of torch and of the error module's import chain.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ImageRecord": "reidprune.data.records",
+    "DatasetSplits": "reidprune.data.records",
+    "build_dataset": "reidprune.data.build",
+    "build_loaders": "reidprune.data.loaders",
+    "Loaders": "reidprune.data.loaders",
+    "DataConfig": "reidprune.data.config",
+    "ImageDataset": "reidprune.data.datasets",
+    "PKSampler": "reidprune.data.samplers",
+    "ShuffleSampler": "reidprune.data.samplers",
+    "ImageReader": "reidprune.data.images",
+    "Normalize": "reidprune.data.transforms",
+    "TrainAugment": "reidprune.data.transforms",
+    "detect_format": "reidprune.data.formats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'reidprune.data' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -7,17 +7,20 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DataConfig:
-    # market1501 | dukemtmc | occluded_duke | msmt17 | reid_folder | imagefolder | synth
+    # market1501 | dukemtmc | occluded_duke | msmt17 | reid_folder | imagefolder | synth | auto (detect)
     format: str = "synth"
     root: str = "data/synth_market"
     height: int = 256
     width: int = 128
-    # training sampler: P identities x K images per batch (re-ID); plain shuffling for imagefolder
+    # training sampler: P identities x K images per batch (re-ID); plain shuffling for imagefolder.
+    # batch_size is per process (per rank under DDP).
     batch_size: int = 64
     num_instances: int = 4
+    sampler: str = "auto"  # auto (pk for re-ID, shuffle for imagefolder) | pk | shuffle
     test_batch_size: int = 128
     num_workers: int = 2
     cache_images: bool = True  # keep decoded images in memory (re-ID sets are small)
+    cache_max_gb: float = 16.0  # splits whose cache would pass this total are decoded per epoch instead
     skip_corrupt: bool = False  # skip unreadable images with a warning and a count instead of failing
     # augmentation
     flip_prob: float = 0.5

@@ -14,6 +14,8 @@ class EvalConfig:
     rerank_k1: int = 20
     rerank_k2: int = 6
     rerank_lambda: float = 0.3
+    # re-ranking keeps sparse (Q+G)-row neighbourhoods; refuse rather than swap above this many GiB
+    rerank_max_memory_gb: float = 4.0
     ranks: list[int] = field(default_factory=lambda: [1, 5, 10])
     max_rank: int = 50
     query_chunk: int = 1024  # queries per distance block (bounds memory at MSMT17 scale)

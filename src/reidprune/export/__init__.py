@@ -1,1 +1,39 @@
-"""export"""
+"""Edge deployment: ONNX export checked against ONNX Runtime, INT8 quantisation, ORT-backed evaluation.
+
+    report = export_onnx(model, "out/model.onnx")            # eval-mode embedding (+ logits), checked
+    info = quantize_int8("out/model.onnx", "out/model.int8.onnx")
+    metrics = evaluate_reid(OnnxModel("out/model.int8.onnx"), query, gallery, EvalConfig())
+    rows = bench_models([("dense", model), ("pruned", pruned)])  # params, GMACs, torch vs ORT, interleaved
+
+Exports resolve lazily (onnx and onnxruntime load only when used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ExportError": "reidprune.export.errors",
+    "ExportReport": "reidprune.export.onnx",
+    "CheckResult": "reidprune.export.onnx",
+    "export_onnx": "reidprune.export.onnx",
+    "check_onnx": "reidprune.export.onnx",
+    "write_export_json": "reidprune.export.onnx",
+    "OnnxModel": "reidprune.export.runtime",
+    "create_session": "reidprune.export.runtime",
+    "quantize_int8": "reidprune.export.quantize",
+    "evaluate_variants": "reidprune.export.accuracy",
+    "bench_models": "reidprune.export.benchmark",
+    "interleaved_times": "reidprune.export.benchmark",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'reidprune.export' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

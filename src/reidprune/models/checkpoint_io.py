@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -11,13 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reidprune.errors import CheckpointError
+
 # Keys under which training scripts nest the weights (timm/DeiT "model", TransReID plain,
 # torchreid "state_dict", EMA variants).
 NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module", "net", "state_dict_ema", "model_ema")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the model; the message names keys and shapes."""
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
@@ -37,16 +36,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
         except Exception as err:
             raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # argparse.Namespace (the training arguments many checkpoints carry, e.g. PM-ViT) is a plain
+        # attribute container: allowing it executes no code
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = _error_line(err, "Unsupported")
+        if "Unsupported global" not in detail:  # not a pickle of objects at all: random bytes, text, JSON
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({detail})") from None
         raise CheckpointError(
             f"{path}: refused to unpickle: the file holds objects other than tensors and plain containers "
-            f"({str(err).splitlines()[0]}). reidprune only reads weights-only checkpoints; re-save it with "
+            f"({detail}). reidprune only reads weights-only checkpoints; re-save it with "
             "torch.save(model.state_dict(), path) in the environment that produced it"
         ) from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, IndexError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_error_line(err)})") from None
     return unwrap_state_dict(obj, where=str(path))
+
+
+def _error_line(err: BaseException, prefer: str = "") -> str:
+    """The most telling non-empty line of an exception message (torch's are long)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    preferred = [line for line in lines if prefer and prefer in line]
+    return (preferred or lines or [type(err).__name__])[0]
 
 
 def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> dict[str, Tensor]:

@@ -14,13 +14,10 @@ from typing import Any
 
 from torch import nn
 
+from reidprune.errors import UnknownModelError
+
 _FAMILIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 _ENTRIES: dict[str, Callable[..., Any]] = {}
-
-
-class UnknownModelError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
 
 
 def register_family(name: str, arch_type: type, build_fn: Callable[[Any], nn.Module]) -> None:

@@ -33,10 +33,17 @@ class TokenState:
       current token; None while the sequence is still the original one.
     size: (B, N_cur, 1) float, how many original tokens each current token stands for (merging
       reducers use it for proportional attention); None while every token stands for one.
+    slot: (B, 1 + P) long, for each original position the index of the current token that carries
+      it (merged positions share a token), or -1 once the token was dropped from the sequence;
+      None while the sequence is still the original one. Set by dropping / merging reducers.
+    grid: (B, 1 + P, D), the last features of every original position, kept up to date for
+      dropped positions (rows of positions still carried are stale); None when nothing was dropped.
     """
 
     source: Tensor | None = None
     size: Tensor | None = None
+    slot: Tensor | None = None
+    grid: Tensor | None = None
 
 
 class DropPath(nn.Module):
@@ -214,7 +221,7 @@ class VisionTransformer(nn.Module):
         # TransReID side information: one learnable embedding per camera, added to every token
         self.sie_embed = nn.Parameter(torch.zeros(num_cameras, 1, embed_dim)) if num_cameras > 0 else None
         scale = qk_scale if qk_scale is not None else head_dim**-0.5
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = torch.linspace(0, drop_path, depth, device="cpu").tolist()  # cpu: builds on meta too
         self.blocks = nn.ModuleList(
             Block(embed_dim, h, head_dim, m, qkv_bias, scale, norm_eps, r)
             for h, m, r in zip(num_heads, mlp_hidden, rates, strict=True)
@@ -265,14 +272,24 @@ class VisionTransformer(nn.Module):
 
     def forward_tokens(self, x: Tensor, camids: Tensor | None = None) -> tuple[Tensor, TokenState]:
         x, state = self.run_blocks(self.embed(x, camids))
+        if state.grid is not None:  # dropped tokens' features must match the normed sequence
+            state.grid = self.norm(state.grid)
         return self.norm(x), state
 
     def restore_grid(self, x: Tensor, state: TokenState) -> Tensor:
         """Put tokens back in original raster order: (B, N_cur, D) -> (B, 1 + P, D).
 
         Reducers that drop or merge tokens extend this through the state they leave behind; a
-        sequence that was only permuted is scattered back by source index.
+        sequence that was only permuted is scattered back by source index. With `state.slot`
+        (dropping / merging reducers) every position takes the features of the token that carries
+        it, and a dropped position its last features from `state.grid`.
         """
+        if state.slot is not None:
+            index = state.slot.clamp(min=0).unsqueeze(-1).expand(-1, -1, x.shape[-1])
+            out = x.gather(1, index)
+            if state.grid is not None:
+                out = torch.where((state.slot >= 0).unsqueeze(-1), out, state.grid)
+            return out
         if state.source is None:
             return x
         if x.shape[1] != self.num_tokens:

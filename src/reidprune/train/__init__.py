@@ -1,1 +1,39 @@
-"""train"""
+"""Training: losses, the engine (`fit`), optimisers and per-step schedules, exact-resume checkpoints.
+
+    from reidprune.train import fit
+    result = fit(model, loaders, cfg.train, "runs/x", teacher=teacher, resume=True)
+
+Iterative pruning schedules call `fit` once per round on the new (pruned) model: `fit` builds a
+fresh optimiser (`make_optimizer`) and a fresh per-step schedule for it (`make_scheduler`), so
+every round gets its own warm-up and decay.
+
+The engine is imported lazily: `reidprune.config` imports `train.config` while the rest of the
+package (which raises `reidprune.errors`, which imports `reidprune.config`) is not loaded yet.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from reidprune.train.config import TrainConfig
+
+_LAZY = {
+    "BaseCallback": "reidprune.train.callbacks",
+    "Callback": "reidprune.train.callbacks",
+    "Engine": "reidprune.train.engine",
+    "FitResult": "reidprune.train.engine",
+    "fit": "reidprune.train.engine",
+    "freeze_teacher": "reidprune.train.teacher",
+    "make_optimizer": "reidprune.train.optim",
+    "make_scheduler": "reidprune.train.optim",
+    "param_groups": "reidprune.train.optim",
+}
+
+__all__ = ["TrainConfig", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reidprune.train' has no attribute '{name}'")

@@ -8,16 +8,20 @@ from dataclasses import dataclass
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    optimizer: str = "adamw"  # sgd | adamw
+    optimizer: str = "adamw"  # sgd | adamw | adam
     lr: float = 3e-4
     weight_decay: float = 5e-4
+    # weight decay of 1-D parameters (biases, norm weights) and of pos_embed / cls_token / sie_embed;
+    # None: 0 for adam/adamw (the usual ViT recipe), `weight_decay` for sgd (TransReID decays everything)
+    weight_decay_norm_bias: float | None = None
     momentum: float = 0.9
-    bias_lr_factor: float = 1.0
-    scheduler: str = "cosine"  # cosine | step | constant
+    nesterov: bool = False
+    bias_lr_factor: float = 1.0  # lr multiplier of every *.bias (TransReID SGD uses 2)
+    scheduler: str = "cosine"  # cosine | step | constant (computed per optimiser step)
     warmup_epochs: int = 1
-    warmup_factor: float = 0.01
-    min_lr_factor: float = 0.002
-    step_milestones: list[int] | None = None
+    warmup_factor: float = 0.01  # lr factor at step 0, ramped linearly to 1 over the warm-up
+    min_lr_factor: float = 0.002  # cosine ends at lr * min_lr_factor
+    step_milestones: list[int] | None = None  # epochs at which `step` multiplies the lr by step_gamma
     step_gamma: float = 0.1
     amp: str = "auto"  # auto (bf16/fp16 on GPU, off on CPU) | off | bf16 | fp16
     grad_clip: float = 0.0  # max global grad norm; 0 = off
@@ -25,17 +29,50 @@ class TrainConfig:
     id_loss_weight: float = 1.0
     label_smoothing: float = 0.0
     triplet_weight: float = 1.0
-    triplet_margin: float = 0.3  # <= 0 means soft margin
+    triplet_margin: float = 0.3  # <= 0 means soft margin log(1 + exp(d_ap - d_an))
     # distillation from the uncompressed teacher
+    teacher: str = ""  # CLI only: a reidprune model directory to distil from ("" = none)
     distill: str = "none"  # none | soft | hard
     distill_alpha: float = 0.2
     distill_tau: float = 1.0
-    distill_reduction: str = "batchmean"  # batchmean | elements
+    distill_reduction: str = "batchmean"  # batchmean | elements (divide by B*C, the seeds' convention)
     embed_distill: str = "none"  # none | mse | cosine
     embed_distill_weight: float = 1.0
-    relation_distill_weight: float = 0.0
+    embed_distill_target: str = "embedding"  # embedding | features (pre-neck, averaged over heads)
+    relation_distill_weight: float = 0.0  # similarity-matrix distillation on the same target
     # bookkeeping
     eval_every: int = 1  # epochs between validations (0 = only at the end)
-    checkpoint_every: int = 1
+    select_metric: str = "auto"  # best-checkpoint metric: auto (mAP / top1) | mAP | rank1 | top1
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimiser steps (0 = off)
     log_every: int = 10  # steps between log lines
     max_steps_per_epoch: int = 0  # 0 = full epoch (useful for smoke runs)
+    progress: bool = True  # rich progress bar on rank 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on GPU)
+    ddp_find_unused_parameters: bool = False  # DistributedDataParallel: parameters unused in forward
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("sgd", "adamw", "adam"),
+    "scheduler": ("cosine", "step", "constant"),
+    "amp": ("auto", "off", "bf16", "fp16"),
+    "distill": ("none", "soft", "hard"),
+    "distill_reduction": ("batchmean", "elements"),
+    "embed_distill": ("none", "mse", "cosine"),
+    "embed_distill_target": ("embedding", "features"),
+}
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Raise TrainingError naming the first `train.<key>` whose value is not one of its choices."""
+    from reidprune.errors import TrainingError  # late: reidprune.errors imports reidprune.config
+
+    for key, allowed in CHOICES.items():
+        value = getattr(cfg, key)
+        if value not in allowed:
+            raise TrainingError(f"train.{key}='{value}': expected one of {', '.join(allowed)}")
+    for key in ("epochs", "warmup_epochs", "eval_every", "checkpoint_every", "checkpoint_every_steps"):
+        if getattr(cfg, key) < 0:
+            raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected >= 0")
+    if cfg.lr <= 0:
+        raise TrainingError(f"train.lr={cfg.lr}: expected > 0")

@@ -1,0 +1,96 @@
+"""`reidprune bench MODEL_DIR... [--batch-size 64] [--threads N] [--min-time S] [--json PATH]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from reidprune.cli.common import console, print_table, write_json
+from reidprune.cli.export import export_errors
+
+RUN_MODEL_DIRS = ("model", "final", "best")  # where prune and train jobs leave their model
+
+
+def resolve_model_dir(path: Path) -> Path:
+    """A model directory, or the model inside a run directory (prune: model/, train: final/ or best/)."""
+    from reidprune.models.checkpoint_io import CheckpointError
+    from reidprune.models.serialization import is_model_dir
+
+    if is_model_dir(path):
+        return path
+    for name in RUN_MODEL_DIRS:
+        if is_model_dir(path / name):
+            return path / name
+    raise CheckpointError(
+        f"{path}: not a reidprune model directory (no model.json) nor a run directory with "
+        f"{' / '.join(RUN_MODEL_DIRS)}/model.json"
+    )
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Short display names: the folder name, or "run/model" when the model sits inside a run; numbered
+    when still ambiguous."""
+    names = [p.name if p.name not in RUN_MODEL_DIRS else f"{p.parent.name}/{p.name}" for p in paths]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if names.count(name) == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def bench_command(
+    model_dirs: list[Path] = typer.Argument(
+        ..., metavar="MODEL_DIR...", help="reidprune model directories (or prune / train run directories)"
+    ),
+    batch_size: int = typer.Option(
+        64, "--batch-size", help="PyTorch throughput batch; latency is at batch 1"
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for both runtimes (default: torch's)"
+    ),
+    min_time: float = typer.Option(2.0, "--min-time", help="seconds of interleaved timed rounds in all"),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="also export and time ONNX Runtime at batch 1"),
+    json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
+) -> None:
+    """Several saved models side by side, in one process, timings interleaved: params, GMACs, PyTorch
+    throughput and batch-1 latency, ONNX Runtime batch-1 latency (CPU)."""
+    from reidprune.config import ConfigError
+    from reidprune.export.benchmark import bench_models
+    from reidprune.models import load
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: expected >= 1")
+    dirs = [resolve_model_dir(p) for p in model_dirs]
+    models = [(name, load(d)) for name, d in zip(unique_names(dirs), dirs, strict=True)]
+    result = bench_models(models, batch_size=batch_size, onnx=onnx, threads=threads, min_time=min_time)
+    for row, d in zip(result["models"], dirs, strict=True):
+        row["model_dir"] = str(d)
+    print_table(
+        f"bench (cpu, {result['settings']['threads']} threads, float32, interleaved medians); "
+        "GMACs = FlopCounterMode FLOPs / 2",
+        [_row(r, batch_size) for r in result["models"]],
+    )
+    if json_path is not None:
+        console.print(f"wrote {write_json(json_path, result)}")
+
+
+def _row(r: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    row = {
+        "model": r["name"],
+        "params (M)": r["params"] / 1e6,
+        "GMACs": r["gmacs"],
+        f"torch img/s b{batch_size}": r.get("torch_throughput_ips"),
+        "torch b1 (ms)": r.get("torch_latency_ms_b1"),
+    }
+    if "ort_latency_ms_b1" in r:
+        row["ORT b1 (ms)"] = r["ort_latency_ms_b1"]
+        row["ORT/torch"] = r["ort_vs_torch"]
+        row["max |ORT-torch|"] = (r.get("onnx_check") or {}).get("max_abs_diff")
+    return row
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(export_errors(bench_command))

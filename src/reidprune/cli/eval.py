@@ -1,0 +1,171 @@
+"""`reidprune eval MODEL [--weights W] [--config C | --data-format F --data-root R] [overrides]`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from reidprune.cli.common import console, print_table, user_errors, write_json
+
+SPLITS = ("test", "val")
+EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
+
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        from reidprune.config import ConfigError
+
+        raise ConfigError(f"device='{name}': expected auto, cpu, cuda or cuda:N") from None
+
+
+def load_model(
+    model: str, weights: Path | None, cfg: Any, device: Any, num_classes: int | None = None
+) -> Any:
+    """A reidprune model directory, or registry entry `model` with a foreign checkpoint (`weights`)
+    or, without one, random weights. Registry models are built for the data's input size."""
+    from reidprune import models
+    from reidprune.models.serialization import is_model_dir
+
+    if is_model_dir(model):
+        if weights is not None:
+            from reidprune.config import ConfigError
+
+            raise ConfigError(
+                f"{model} is a reidprune model directory with its own weights; drop --weights {weights}"
+            )
+        return models.load(model, map_location=device)
+    if Path(model).exists():
+        from reidprune.models.checkpoint_io import CheckpointError
+
+        raise CheckpointError(
+            f"{model}: not a reidprune model directory (no model.json); for a foreign checkpoint pass a "
+            "registry name and --weights PATH, e.g. `reidprune eval transreid_base --weights model.pth`"
+        )
+    kwargs = {"img_size": [cfg.data.height, cfg.data.width], **cfg.model.kwargs}
+    if weights is not None:
+        built = models.create_from_checkpoint(model, weights, strict=cfg.model.strict, **kwargs)
+    else:
+        console.print(f"[yellow]warning:[/] {model} has random weights (no --weights given)")
+        if num_classes:
+            kwargs.setdefault("num_classes", num_classes)
+        built = models.create(model, **kwargs)
+    return built.to(device).eval()
+
+
+def _data_config(cfg: Any, data_format: str | None, data_root: str | None) -> Any:
+    if data_format is not None:
+        cfg.data.format = data_format
+    if data_root is not None:
+        cfg.data.root = data_root
+    return cfg
+
+
+def eval_command(
+    model: str = typer.Argument(
+        ..., help="a reidprune model directory, or a registry name (see `reidprune models list`)"
+    ),
+    overrides: list[str] | None = typer.Argument(
+        None, help="dotted overrides, e.g. eval.ranks=[1,5] data.height=256"
+    ),
+    weights: Path | None = typer.Option(
+        None, "--weights", "-w", help="foreign checkpoint (.pth / .safetensors) for a registry name"
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="experiment YAML (data and eval sections)"
+    ),
+    data_format: str | None = typer.Option(
+        None,
+        "--data-format",
+        help="market1501 | dukemtmc | occluded_duke | msmt17 | reid_folder | imagefolder | synth | auto",
+    ),
+    data_root: str | None = typer.Option(None, "--data-root", help="data set folder"),
+    split: str = typer.Option(
+        "test",
+        "--split",
+        help="test: query/gallery (or val/ for imagefolder); val: identities held out by data.val_ids",
+    ),
+    flip: bool | None = typer.Option(
+        None, "--flip/--no-flip", help="average each image with its mirror (eval.flip)"
+    ),
+    rerank: bool | None = typer.Option(
+        None, "--rerank/--no-rerank", help="k-reciprocal re-ranking (eval.rerank)"
+    ),
+    metric: str | None = typer.Option(None, "--metric", help="euclidean (squared) | cosine (eval.metric)"),
+    device: str | None = typer.Option(
+        None, "--device", help="auto | cpu | cuda[:N] (default: the config's device)"
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
+) -> None:
+    """Evaluate a model: re-ID mAP / mINP / CMC (standard protocol) or classification top-1 / top-5, in percent."""
+    from reidprune.config import ConfigError, load_config
+    from reidprune.data import build_dataset, build_loaders
+    from reidprune.errors import DataError
+    from reidprune.evaluate import evaluate_classification, evaluate_reid
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split}: expected one of {', '.join(SPLITS)}")
+    cfg = _data_config(load_config(config, overrides or []), data_format, data_root)
+    if flip is not None:
+        cfg.eval.flip = flip
+    if rerank is not None:
+        cfg.eval.rerank = rerank
+    if metric is not None:
+        cfg.eval.metric = metric
+    torch_device = resolve_device(device or cfg.device)
+    splits = build_dataset(cfg.data)
+    # only the evaluated splits get loaders (and a decoded-image cache)
+    names = ("query", "gallery") if split == "test" else ("val_query", "val_gallery")
+    wanted = {*names, "val"} if split == "test" else set(names)
+    loaders = build_loaders(
+        cfg.data,
+        dataclasses.replace(
+            splits, train=[], **{n: getattr(splits, n) if n in wanted else [] for n in EVAL_SPLITS}
+        ),
+    )
+    net = load_model(model, weights, cfg, torch_device, num_classes=splits.num_classes)
+    query, gallery = getattr(loaders, names[0]), getattr(loaders, names[1])
+    if query is not None and gallery is not None:
+        task = "reid"
+        metrics = evaluate_reid(net, query, gallery, cfg.eval, device=torch_device)
+        shown = {k: v for k, v in metrics.items() if not k.startswith("num_")}
+        shown["queries"] = metrics["num_queries"]
+        shown["skipped"] = metrics["num_skipped_queries"]
+    elif split == "test" and loaders.val is not None:
+        task = "classification"
+        metrics = evaluate_classification(net, loaders.val, device=torch_device)
+        shown = {"top1": metrics["top1"], "top5": metrics["top5"], "images": metrics["num_images"]}
+    else:
+        hint = (
+            "set data.val_ids > 0 to hold out identities"
+            if split == "val"
+            else "no query/gallery or val/ split"
+        )
+        raise DataError(f"data.root={cfg.data.root}: nothing to evaluate for --split {split} ({hint})")
+    title = f"{model} on {splits.format} {split} split, percent" + (
+        " (re-ranked)" if task == "reid" and cfg.eval.rerank else ""
+    )
+    print_table(title, [{"model": model, **shown}])
+    if json_path is not None:
+        payload = {
+            "model": model,
+            "weights": str(weights) if weights else None,
+            "task": task,
+            "data": {"format": splits.format, "root": splits.root, "split": split},
+            "eval": dataclasses.asdict(cfg.eval),
+            "device": str(torch_device),
+            "metrics": metrics,
+        }
+        console.print(f"wrote {write_json(json_path, payload)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(user_errors(eval_command))

@@ -1,0 +1,112 @@
+"""`reidprune measure MODEL... [--input-size HxW] [--batch-size 64] [--device D] [--dtype T] [--json PATH]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from reidprune.cli.common import console, print_table, user_errors, write_json
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _input_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    from reidprune.config import ConfigError
+
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--input-size {text}: expected HxW, e.g. 256x128") from None
+    return height, width
+
+
+def _build(model: str, device: Any) -> Any:
+    """A saved reidprune model directory, or a registry entry with random weights (costs do not
+    depend on weight values, except for data-dependent token reduction: measure the saved model)."""
+    from reidprune import models
+    from reidprune.models.serialization import is_model_dir
+
+    if is_model_dir(model):
+        return models.load(model, map_location=device)
+    if Path(model).exists():
+        from reidprune.models.checkpoint_io import CheckpointError
+
+        raise CheckpointError(f"{model}: not a reidprune model directory (no model.json) nor a registry name")
+    return models.create(model).to(device).eval()
+
+
+def measure_command(
+    model_names: list[str] = typer.Argument(
+        ..., metavar="MODEL...", help="reidprune model directories or registry names"
+    ),
+    input_size: str | None = typer.Option(
+        None, "--input-size", help="HxW; default each model's arch.img_size"
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="batch of the throughput measurement"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: torch's)"),
+    min_time: float = typer.Option(2.0, "--min-time", help="seconds per timed measurement"),
+    speed: bool = typer.Option(
+        True, "--speed/--no-speed", help="measure throughput and latency (else counts only)"
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
+) -> None:
+    """Parameters, GMACs (FlopCounterMode FLOPs / 2, eval mode, real input), throughput and batch-1 latency."""
+    import torch
+
+    from reidprune.cli.eval import resolve_device
+    from reidprune.config import ConfigError
+    from reidprune.measure import benchmark_speed, count_gmacs, count_params
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    size = _input_size(input_size)
+    torch_device = resolve_device(device)
+    results, rows = [], []
+    for name in model_names:
+        net = _build(name, torch_device)
+        params = count_params(net)
+        macs = count_gmacs(net, input_size=size)
+        result: dict[str, Any] = {"model": name, **params, **macs}
+        row: dict[str, Any] = {
+            "model": name,
+            "params (M)": params["params"] / 1e6,
+            "attn params (M)": params["attn_params"] / 1e6,
+            "GMACs": macs["gmacs"],
+            "blocks GMACs": macs["blocks_gmacs"],
+            "input": "x".join(map(str, macs["input_size"])),
+        }
+        if speed:
+            timing = benchmark_speed(
+                net,
+                batch_size=batch_size,
+                input_size=size,
+                device=torch_device,
+                dtype=getattr(torch, dtype),
+                min_time=min_time,
+                threads=threads,
+            )
+            result["speed"] = timing
+            row[f"img/s (b{batch_size})"] = timing["throughput_ips"]
+            row["latency b1 (ms)"] = timing["latency_ms_b1"]
+            row["p90 (ms)"] = timing["latency_ms_b1_p90"]
+        results.append(result)
+        rows.append(row)
+        del net
+    where = (
+        f"{torch_device}, {dtype}, {threads or torch.get_num_threads()} threads"
+        if speed
+        else str(torch_device)
+    )
+    print_table(f"cost ({where}); GMACs = multiply-accumulates = FlopCounterMode FLOPs / 2", rows)
+    if json_path is not None:
+        console.print(f"wrote {write_json(json_path, {'models': results})}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("measure")(user_errors(measure_command))

@@ -1,0 +1,80 @@
+"""`reidprune models list` and `reidprune models info NAME_OR_DIR`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import typer
+
+from reidprune.cli.common import console, print_table, user_errors
+
+
+def _meta_model(arch: Any) -> Any:
+    """Build on the meta device: parameter shapes without allocating or initialising weights."""
+    import torch
+
+    from reidprune.models import build
+
+    with torch.device("meta"):
+        return build(arch)
+
+
+def _summary(name: str, arch: Any) -> dict[str, Any]:
+    model = _meta_model(arch)
+    params = sum(p.numel() for p in model.parameters())
+    size = getattr(arch, "img_size", None)
+    return {
+        "name": name,
+        "family": arch.family,
+        "head": str(getattr(arch, "head", "")),
+        "params (M)": round(params / 1e6, 2),
+        "input (HxW)": f"{size[0]}x{size[1]}" if size else "",
+    }
+
+
+def list_command() -> None:
+    """Every registered model with its parameter count and default input size."""
+    from reidprune.models import arch_config, list_models
+
+    print_table("reidprune models", [_summary(name, arch_config(name)) for name in list_models()])
+
+
+def info_command(
+    name_or_dir: str = typer.Argument(..., help="a registry name or a saved reidprune model directory"),
+) -> None:
+    """Architecture, parameter counts and compression history of a model."""
+    from reidprune.models import arch_config
+    from reidprune.models.registry import _ENTRIES, arch_from_dict
+    from reidprune.models.serialization import is_model_dir, read_description
+
+    plan = None
+    if is_model_dir(name_or_dir):
+        description = read_description(name_or_dir)
+        arch = arch_from_dict(description["arch"], where=f"{name_or_dir}/model.json")
+        plan = description.get("plan")
+    else:
+        arch = arch_config(name_or_dir)
+        console.print(
+            " ".join(_ENTRIES[name_or_dir].__doc__.split()) if _ENTRIES[name_or_dir].__doc__ else ""
+        )
+    model = _meta_model(arch)
+    rows = [
+        {"module": child_name, "params": sum(p.numel() for p in child.parameters())}
+        for child_name, child in model.named_children()
+    ]
+    rows.append({"module": "total", "params": sum(p.numel() for p in model.parameters())})
+    print_table(f"{name_or_dir}: parameters", rows)
+    fields = [{"field": f.name, "value": getattr(arch, f.name)} for f in dataclasses.fields(arch)]
+    print_table(f"{name_or_dir}: architecture", fields)
+    if plan:
+        console.print(f"compression plan: method {plan.get('method')} rate {plan.get('rate')}")
+        for step in plan.get("previous", []):
+            console.print(f"  after: {step.get('method')} rate {step.get('rate')}")
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="List the registered models and inspect one.", no_args_is_help=True)
+    group.command("list")(user_errors(list_command))
+    group.command("info")(user_errors(info_command))
+    app.add_typer(group, name="models")

@@ -1,0 +1,66 @@
+"""`reidprune prune --config cfg.yaml [--method M] [--rate R] [section.key=value ...]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from reidprune.cli.common import console, print_table, user_errors
+
+METHOD_HELP = (
+    "token-amg | token-topk | token-pm | token-tome | head-entropy | head-magnitude | head-random | "
+    "filter-hfp | filter-sfp | filter-fpgm | filter-bafd"
+)
+
+
+def prune_command(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="experiment YAML (defaults when omitted)"
+    ),
+    method: str | None = typer.Option(None, "--method", "-m", help=METHOD_HELP),
+    rate: float | None = typer.Option(
+        None, "--rate", "-r", help="fraction REMOVED (tokens, heads or filters), in [0, 1)"
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", "-w", help="the trained model: a reidprune model directory or a foreign .pth"
+    ),
+    overrides: list[str] | None = typer.Argument(
+        None, help="dotted overrides, e.g. prune.rounds=24 prune.finetune_epochs=1 train.distill=soft"
+    ),
+) -> None:
+    """Compress a trained model, fine-tune it with distillation from the unpruned teacher, evaluate it.
+
+    Writes config.yaml, model/ (weights.safetensors + model.json with the compression plan),
+    metrics.json and the fine-tuning logs of every round to output_dir.
+    """
+    from reidprune.compress.experiment import prune_experiment
+    from reidprune.config import load_config
+
+    extra = list(overrides or [])
+    if method is not None:
+        extra.append(f"prune.method={method}")
+    if rate is not None:
+        extra.append(f"prune.rate={rate}")
+    if weights is not None:
+        extra.append(f"model.weights={weights}")
+    cfg = load_config(config, extra)
+    summary = prune_experiment(cfg)
+    rows = []
+    for which in ("unpruned", "pruned"):
+        entry = summary[which]
+        test = entry["test"] or {}
+        rows.append(
+            {
+                "model": which,
+                "params (M)": entry["params"] / 1e6,
+                "GMACs": entry["gmacs"],
+                **{k: v for k, v in test.items() if not k.startswith("num_")},
+            }
+        )
+    print_table(f"{cfg.name}: {cfg.prune.method} at rate {cfg.prune.rate} (test split, percent)", rows)
+    console.print(f"compressed model in {Path(cfg.output_dir) / 'model'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(user_errors(prune_command))

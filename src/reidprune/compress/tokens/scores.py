@@ -1,0 +1,81 @@
+"""Gradient-weighted attention scores of key tokens (AMG / Prune-and-Merge), from one calibration pass.
+
+Score of key token j in block l (first-order Taylor estimate of the loss change if j were
+removed from block l's attention), summed over calibration batches:
+
+    s_l[j] = sum_batches | sum_{b,h,i} A[b,h,i,j] * dL/dA[b,h,i,j] | / (B * H * N_q)
+
+The abs is taken per batch (amg.md §2.1). The CLS key is scored but never a removal candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from reidprune.errors import CompressionError
+
+
+class TaylorKeyScore:
+    """`AttentionStatistic` accumulating s_l (float64, one value per key) for the named layers."""
+
+    needs_grad = True
+
+    def __init__(self, names: Iterable[str] | None = None) -> None:
+        self.names = set(names) if names is not None else None
+        self.sums: dict[str, Tensor] = {}
+        self.calls: dict[str, int] = {}
+
+    def update(self, name: str, attn: Tensor, grad: Tensor | None) -> None:
+        if self.names is not None and name not in self.names:
+            return
+        if grad is None:
+            raise CompressionError(f"TaylorKeyScore needs attention gradients; none given for {name}")
+        b, h, nq, nk = attn.shape
+        per_key = (attn * grad).sum(dim=(0, 1, 2)).double().abs() / (b * h * nq)
+        if name in self.sums:
+            if self.sums[name].shape[0] != nk:
+                raise CompressionError(
+                    f"{name}: {nk} keys in this batch but {self.sums[name].shape[0]} before; "
+                    "token scores need a fixed key set per layer"
+                )
+            self.sums[name] += per_key
+        else:
+            self.sums[name] = per_key
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+
+def scores_by_position(
+    stat: TaylorKeyScore, names: Sequence[str], key_positions: Sequence[Sequence[int] | None], num_tokens: int
+) -> Tensor:
+    """Map each block's key scores back to original positions.
+
+    names: attention module path of each block; key_positions: the original position of each key
+    column of that block's attention (None = all positions in order).
+    Returns (L, num_tokens) float64 with NaN where a position is not a key of the block, for the CLS
+    key (never a candidate) and for blocks that did not run.
+    """
+    out = torch.full((len(names), num_tokens), float("nan"), dtype=torch.float64)
+    for i, (name, keys) in enumerate(zip(names, key_positions, strict=True)):
+        if name not in stat.sums:
+            continue
+        values = stat.sums[name].cpu()
+        index = torch.arange(num_tokens) if keys is None else torch.as_tensor(list(keys), dtype=torch.long)
+        if index.numel() != values.numel():
+            raise CompressionError(f"{name}: {values.numel()} key scores for {index.numel()} kept positions")
+        out[i, index] = values
+    out[:, 0] = float("nan")
+    return out
+
+
+def normalise_scores(scores: Tensor, discount: Tensor) -> Tensor:
+    """Per-block L2 normalisation over the candidate (non-NaN) entries, times a depth factor.
+
+    scores: (L, N) with NaN for non-candidates; discount: (L,) multiplier per block (1 - c*l).
+    Returns (L, N) with NaN kept. A block whose scores are all zero stays zero.
+    """
+    finite = torch.nan_to_num(scores, nan=0.0).abs()
+    norm = finite.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(torch.finfo(scores.dtype).tiny)
+    return scores.abs() / norm * discount.to(scores.dtype).unsqueeze(1)

@@ -1,0 +1,290 @@
+"""Token-reduction specs: what `arch.tokens` holds, validated, so that `build(arch)` rebuilds a model.
+
+`arch.tokens` is a plain JSON dict; every per-block list has one entry per backbone block (None =
+that block is not reduced). Positions are sequence indices in the ORIGINAL order: 0 = CLS,
+1..P = patches in raster order.
+
+  {"method": "amg", "mode": "kv" | "skip", "num_tokens": N,
+   "kept": [[0, 1, 4, ...] | None, ...]}          # sorted kept positions, CLS included
+  {"method": "topk", "num_tokens": N, "fuse": bool,
+   "keep": [int | None, ...]}                     # patch tokens kept after this block (CLS and
+                                                  # the fused token not counted)
+  {"method": "pm", "num_tokens": N, "dense": false,
+   "segments": [[s_1, ..., s_P] | None, ...]}     # segment (merged token) of every patch, -1 = pruned
+  {"method": "pm", "num_tokens": N, "dense": true,
+   "tokens": [c_l | None, ...]}                   # dense merge / restore matrices (imported checkpoints)
+  {"method": "tome", "num_tokens": N, "prop_attn": bool,
+   "r": [int, ...]}                               # tokens merged away in each block
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reidprune.errors import CompressionError
+
+METHODS = ("amg", "topk", "pm", "tome")
+AMG_MODES = ("kv", "skip")
+
+
+def _fail(where: str, message: str) -> CompressionError:
+    return CompressionError(f"{where}: {message}")
+
+
+def _int_list(value: Any, where: str) -> list[int]:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise _fail(where, f"expected a list of ints, got {type(value).__name__}")
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise _fail(where, f"expected ints, found {item!r}")
+        out.append(int(item))
+    return out
+
+
+def _per_block(values: Any, depth: int, where: str) -> list[Any]:
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise _fail(where, f"expected a list with one entry per block, got {type(values).__name__}")
+    if len(values) != depth:
+        raise _fail(where, f"has {len(values)} entries but the backbone has {depth} blocks")
+    return list(values)
+
+
+@dataclass(frozen=True)
+class AmgSpec:
+    mode: str
+    num_tokens: int
+    kept: tuple[tuple[int, ...] | None, ...]
+
+    method = "amg"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": "amg",
+            "mode": self.mode,
+            "num_tokens": self.num_tokens,
+            "kept": [list(k) if k is not None else None for k in self.kept],
+        }
+
+    def kept_counts(self) -> list[int]:
+        """Tokens (CLS included) that each block processes as keys (kv) or at all (skip)."""
+        return [len(k) if k is not None else self.num_tokens for k in self.kept]
+
+
+@dataclass(frozen=True)
+class TopkSpec:
+    num_tokens: int
+    keep: tuple[int | None, ...]
+    fuse: bool
+
+    method = "topk"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "topk", "num_tokens": self.num_tokens, "fuse": self.fuse, "keep": list(self.keep)}
+
+    def token_counts(self) -> list[int]:
+        """Tokens (CLS and fused included) entering each block."""
+        counts, current = [], self.num_tokens
+        for keep in self.keep:
+            counts.append(current)
+            if keep is not None:
+                current = 1 + keep + int(self.fuse)
+        return counts
+
+
+@dataclass(frozen=True)
+class PmSpec:
+    num_tokens: int
+    dense: bool
+    segments: tuple[tuple[int, ...] | None, ...] | None = None
+    tokens: tuple[int | None, ...] | None = None
+
+    method = "pm"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.dense:
+            return {
+                "method": "pm",
+                "num_tokens": self.num_tokens,
+                "dense": True,
+                "tokens": list(self.tokens or ()),
+            }
+        return {
+            "method": "pm",
+            "num_tokens": self.num_tokens,
+            "dense": False,
+            "segments": [list(s) if s is not None else None for s in self.segments or ()],
+        }
+
+    def merged_counts(self) -> list[int]:
+        """Tokens (CLS included) that each block's attention and MLP run on."""
+        if self.dense:
+            return [c if c is not None else self.num_tokens for c in self.tokens or ()]
+        return [1 + max(s) + 1 if s is not None else self.num_tokens for s in self.segments or ()]
+
+
+@dataclass(frozen=True)
+class TomeSpec:
+    num_tokens: int
+    r: tuple[int, ...]
+    prop_attn: bool
+
+    method = "tome"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": "tome",
+            "num_tokens": self.num_tokens,
+            "prop_attn": self.prop_attn,
+            "r": list(self.r),
+        }
+
+    def token_counts(self) -> list[int]:
+        """Tokens entering each block."""
+        counts, current = [], self.num_tokens
+        for r in self.r:
+            counts.append(current)
+            current -= r
+        return counts
+
+
+TokenSpec = AmgSpec | TopkSpec | PmSpec | TomeSpec
+
+
+def tome_max_r(num_tokens: int) -> int:
+    """Most tokens one bipartite matching can merge away: every set-A token except CLS."""
+    return math.ceil(num_tokens / 2) - 1
+
+
+def parse_spec(
+    values: Mapping[str, Any] | TokenSpec, depth: int, num_tokens: int, where: str = "arch.tokens"
+) -> TokenSpec:
+    """Validate a spec dict against a backbone with `depth` blocks and `num_tokens` (1 + P) tokens."""
+    if isinstance(values, AmgSpec | TopkSpec | PmSpec | TomeSpec):
+        values = values.to_dict()
+    if not isinstance(values, Mapping):
+        raise _fail(where, f"expected a dict, got {type(values).__name__}")
+    method = values.get("method")
+    if method not in METHODS:
+        raise _fail(where, f"'method' must be one of {', '.join(METHODS)}; got {method!r}")
+    allowed = {
+        "amg": {"method", "mode", "num_tokens", "kept"},
+        "topk": {"method", "num_tokens", "fuse", "keep"},
+        "pm": {"method", "num_tokens", "dense", "segments", "tokens"},
+        "tome": {"method", "num_tokens", "prop_attn", "r"},
+    }[method]
+    unknown = set(values) - allowed
+    if unknown:
+        raise _fail(
+            where, f"unknown keys {sorted(unknown)} for method '{method}' (expected {sorted(allowed)})"
+        )
+    spec_tokens = values.get("num_tokens")
+    if spec_tokens != num_tokens:
+        raise _fail(
+            where,
+            f"num_tokens={spec_tokens!r} but the backbone has {num_tokens} tokens (1 + patches); "
+            "the spec was made for another input size or patch layout",
+        )
+    patches = num_tokens - 1
+    if method == "amg":
+        return _parse_amg(values, depth, num_tokens, where)
+    if method == "topk":
+        return _parse_topk(values, depth, num_tokens, where)
+    if method == "pm":
+        return _parse_pm(values, depth, num_tokens, patches, where)
+    return _parse_tome(values, depth, num_tokens, where)
+
+
+def _parse_amg(values: Mapping[str, Any], depth: int, num_tokens: int, where: str) -> AmgSpec:
+    mode = values.get("mode")
+    if mode not in AMG_MODES:
+        raise _fail(where, f"amg 'mode' must be 'kv' or 'skip'; got {mode!r}")
+    kept: list[tuple[int, ...] | None] = []
+    for i, entry in enumerate(_per_block(values.get("kept"), depth, f"{where}.kept")):
+        if entry is None:
+            kept.append(None)
+            continue
+        positions = _int_list(entry, f"{where}.kept[{i}]")
+        if not positions or positions[0] != 0:
+            raise _fail(f"{where}.kept[{i}]", "must start with position 0 (CLS is never removed)")
+        if any(b <= a for a, b in itertools.pairwise(positions)):
+            raise _fail(f"{where}.kept[{i}]", "positions must be strictly increasing")
+        if positions[-1] >= num_tokens:
+            raise _fail(f"{where}.kept[{i}]", f"position {positions[-1]} is outside 0..{num_tokens - 1}")
+        if len(positions) < 2:
+            raise _fail(f"{where}.kept[{i}]", "keeps no patch token")
+        kept.append(tuple(positions))
+    return AmgSpec(mode=mode, num_tokens=num_tokens, kept=tuple(kept))
+
+
+def _parse_topk(values: Mapping[str, Any], depth: int, num_tokens: int, where: str) -> TopkSpec:
+    fuse = values.get("fuse", False)
+    if not isinstance(fuse, bool):
+        raise _fail(where, f"'fuse' must be true or false; got {fuse!r}")
+    keep: list[int | None] = []
+    current = num_tokens - 1  # non-CLS tokens entering the block
+    for i, entry in enumerate(_per_block(values.get("keep"), depth, f"{where}.keep")):
+        if entry is None:
+            keep.append(None)
+            continue
+        if isinstance(entry, bool) or not isinstance(entry, int):
+            raise _fail(f"{where}.keep[{i}]", f"expected an int or null, got {entry!r}")
+        if entry < 1:
+            raise _fail(f"{where}.keep[{i}]", f"keeps {entry} patch tokens; at least 1 is needed")
+        if entry >= current:
+            raise _fail(f"{where}.keep[{i}]", f"keeps {entry} of the {current} tokens that reach block {i}")
+        keep.append(int(entry))
+        current = entry + int(fuse)
+    return TopkSpec(num_tokens=num_tokens, keep=tuple(keep), fuse=fuse)
+
+
+def _parse_pm(values: Mapping[str, Any], depth: int, num_tokens: int, patches: int, where: str) -> PmSpec:
+    dense = values.get("dense", False)
+    if not isinstance(dense, bool):
+        raise _fail(where, f"'dense' must be true or false; got {dense!r}")
+    if dense:
+        tokens: list[int | None] = []
+        for i, entry in enumerate(_per_block(values.get("tokens"), depth, f"{where}.tokens")):
+            if entry is not None and (
+                isinstance(entry, bool) or not isinstance(entry, int) or not 2 <= entry <= num_tokens
+            ):
+                raise _fail(
+                    f"{where}.tokens[{i}]", f"expected an int in 2..{num_tokens} or null, got {entry!r}"
+                )
+            tokens.append(entry)
+        return PmSpec(num_tokens=num_tokens, dense=True, tokens=tuple(tokens))
+    segments: list[tuple[int, ...] | None] = []
+    for i, entry in enumerate(_per_block(values.get("segments"), depth, f"{where}.segments")):
+        if entry is None:
+            segments.append(None)
+            continue
+        seg = _int_list(entry, f"{where}.segments[{i}]")
+        if len(seg) != patches:
+            raise _fail(f"{where}.segments[{i}]", f"has {len(seg)} entries for {patches} patches")
+        used = sorted({s for s in seg if s >= 0})
+        if not used:
+            raise _fail(f"{where}.segments[{i}]", "keeps no patch token")
+        if min(seg) < -1 or used != list(range(len(used))):
+            raise _fail(f"{where}.segments[{i}]", "segment ids must be -1 (pruned) or 0..K-1, each used")
+        segments.append(tuple(seg))
+    return PmSpec(num_tokens=num_tokens, dense=False, segments=tuple(segments))
+
+
+def _parse_tome(values: Mapping[str, Any], depth: int, num_tokens: int, where: str) -> TomeSpec:
+    prop_attn = values.get("prop_attn", True)
+    if not isinstance(prop_attn, bool):
+        raise _fail(where, f"'prop_attn' must be true or false; got {prop_attn!r}")
+    r = _int_list(_per_block(values.get("r"), depth, f"{where}.r"), f"{where}.r")
+    current = num_tokens
+    for i, ri in enumerate(r):
+        if ri < 0 or ri > tome_max_r(current):
+            raise _fail(
+                f"{where}.r[{i}]",
+                f"r={ri} but block {i} sees {current} tokens; one matching merges 0..{tome_max_r(current)}",
+            )
+        current -= ri
+    return TomeSpec(num_tokens=num_tokens, r=tuple(r), prop_attn=prop_attn)

@@ -1,0 +1,81 @@
+"""Calling an arbitrary model the way reidprune models are called, and reading what it returns.
+
+Every reidprune model takes ``forward(images, camids=None)`` and returns a `ModelOutput`; a plain
+``nn.Module`` returning a tensor works too, so that evaluation and measurement stay generic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reidprune.models.output import ModelOutput
+
+
+def uses_cameras(model: nn.Module) -> bool:
+    """True when the model's architecture has a camera embedding (TransReID SIE) that needs camids."""
+    return int(getattr(getattr(model, "arch", None), "num_cameras", 0) or 0) > 0
+
+
+def model_input_size(model: nn.Module) -> tuple[int, int]:
+    """(H, W) the model was built for (`model.arch.img_size`); raises when the model does not say."""
+    size = getattr(getattr(model, "arch", None), "img_size", None)
+    if size is None:
+        raise ValueError(f"{type(model).__name__} has no arch.img_size; pass input_size=(H, W) explicitly")
+    return int(size[0]), int(size[1])
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model without either."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return torch.float32
+
+
+def forward_model(model: nn.Module, images: Tensor, camids: Tensor | None = None) -> Any:
+    """Run the model, passing camids only to models whose architecture uses cameras."""
+    if uses_cameras(model):
+        if camids is None:
+            camids = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+        return model(images, camids=camids.to(images.device))
+    return model(images)
+
+
+def embedding_of(output: Any) -> Tensor:
+    """(B, D) retrieval vector of a forward pass: `ModelOutput.embedding`, or the tensor itself."""
+    if isinstance(output, ModelOutput):
+        return output.embedding
+    if isinstance(output, Tensor):
+        return output
+    raise TypeError(f"expected the model to return a ModelOutput or a Tensor, got {type(output).__name__}")
+
+
+def logits_of(output: Any) -> Tensor:
+    """(B, C) classification logits: the first classifier of a ModelOutput, or the tensor itself."""
+    if isinstance(output, ModelOutput):
+        if not output.logits:
+            raise ValueError(
+                "the model returned no logits in eval mode; classification evaluation needs a classifier "
+                "head (a re-ID model returns only its embedding at test time)"
+            )
+        return output.logits[0]
+    if isinstance(output, Tensor):
+        return output
+    raise TypeError(f"expected the model to return a ModelOutput or a Tensor, got {type(output).__name__}")
+
+
+def autocast_for(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when `amp`; a no-op elsewhere (on CPUs it is slower and changes results)."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

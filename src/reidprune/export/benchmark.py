@@ -1,0 +1,189 @@
+"""Several models side by side in one process: parameters, GMACs, PyTorch and ONNX Runtime speed.
+
+Timings are interleaved: every round times each (model, runtime) pair once, in an order rotated
+from round to round, and the medians over rounds are reported. On a shared, noisy machine a
+slow spell then hits every pair alike, so the ratios between them stay meaningful even when the
+absolute numbers drift. PyTorch runs eager in `torch.inference_mode`; ONNX Runtime runs the graph
+exported by `export_onnx` (checked against PyTorch first) with the same number of CPU threads,
+its pool threads told not to busy-wait between runs (they would steal cores from the next call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reidprune.evaluate.forward import forward_model, model_input_size
+
+
+def interleaved_times(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    rounds: int | None = None,
+    min_time: float = 2.0,
+    warmup: int = 2,
+    min_rounds: int = 5,
+    max_rounds: int = 200,
+) -> dict[str, list[float]]:
+    """Seconds per call of every callable, measured in interleaved rounds.
+
+    rounds: fixed number of rounds; otherwise as many as fill about `min_time` seconds in all
+    (between min_rounds and max_rounds), estimated from the warm-up calls.
+    """
+    estimate = 0.0
+    for fn in fns.values():
+        for _ in range(max(warmup, 1)):
+            start = time.perf_counter()
+            fn()
+            last = time.perf_counter() - start
+        estimate += last
+    if rounds is None:
+        rounds = min(max_rounds, max(min_rounds, math.ceil(min_time / max(estimate, 1e-6))))
+    keys = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(rounds):
+        shift = r % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            start = time.perf_counter()
+            fns[key]()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+def summarize_ms(samples: list[float]) -> dict[str, float]:
+    """Median and 90th percentile of `samples` (seconds), in milliseconds."""
+    ordered = sorted(samples)
+    p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+    return {"median_ms": statistics.median(ordered) * 1e3, "p90_ms": p90 * 1e3}
+
+
+def torch_call(model: nn.Module, batch: int) -> Callable[[], Any]:
+    height, width = model_input_size(model)
+    images = torch.randn(batch, 3, height, width)
+    camids = torch.zeros(batch, dtype=torch.long)
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return forward_model(model, images, camids)
+
+    return run
+
+
+def ort_call(onnx_model: nn.Module, batch: int) -> Callable[[], Any]:
+    height, width = model_input_size(onnx_model)
+    images = torch.randn(batch, 3, height, width)
+    camids = torch.zeros(batch, dtype=torch.long)
+    return lambda: onnx_model(images, camids)
+
+
+def bench_models(
+    models: Sequence[tuple[str, nn.Module]],
+    *,
+    batch_size: int | None = 64,
+    onnx: bool = True,
+    threads: int | None = None,
+    min_time: float = 2.0,
+    rounds: int | None = None,
+    workdir: str | Path | None = None,
+    opset: int | None = None,
+) -> dict[str, Any]:
+    """Measure every (name, model) on the CPU, interleaved, in this process.
+
+    batch_size: PyTorch throughput batch (None = no throughput measurement); batch-1 latency is
+    always measured, for PyTorch and (onnx=True) ONNX Runtime. threads: CPU threads for both
+    runtimes (default: torch's current setting). min_time: seconds the timed rounds should last
+    in all (per measurement kind and model about min_time / number of timed calls per round).
+    workdir: where the graphs are written (default: a temporary folder, deleted afterwards).
+    Returns {"models": [one dict per model], "settings": {...}}: per model params, attn_params,
+    gmacs, blocks_gmacs, torch_throughput_ips, torch_latency_ms_b1 (+ _p90), ort_latency_ms_b1
+    (+ _p90), ort_vs_torch (ORT / PyTorch batch-1 latency; < 1 = ORT faster), onnx_check.
+    """
+    from reidprune.export.onnx import DEFAULT_OPSET, describe_source, export_onnx
+    from reidprune.export.runtime import OnnxModel
+    from reidprune.measure import count_gmacs, count_params
+
+    names = [name for name, _ in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    used_threads = torch.get_num_threads()
+    rows: dict[str, dict[str, Any]] = {}
+    fns: dict[str, Callable[[], Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="reidprune-bench-") as tmp:
+        folder = Path(workdir) if workdir is not None else Path(tmp)
+        try:
+            for name, model in models:
+                model = model.eval().to("cpu")
+                params, macs = count_params(model), count_gmacs(model)
+                rows[name] = {
+                    "name": name,
+                    **params,
+                    "gmacs": macs["gmacs"],
+                    "blocks_gmacs": macs["blocks_gmacs"],
+                    "input_size": macs["input_size"],
+                    "source": describe_source(model),
+                }
+                if batch_size is not None:
+                    fns[f"{name}\ttorch_batch"] = torch_call(model, batch_size)
+                fns[f"{name}\ttorch_b1"] = torch_call(model, 1)
+                if onnx:
+                    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+                    report = export_onnx(model, folder / f"{safe}.onnx", opset=opset or DEFAULT_OPSET)
+                    rows[name]["onnx_check"] = dataclasses.asdict(report.check) if report.check else None
+                    rows[name]["exporter"] = report.exporter
+                    # no busy-waiting pool threads: they would take cores from the next timed call
+                    onnx_model = OnnxModel(report.path, threads=used_threads, spinning=False)
+                    fns[f"{name}\tort_b1"] = ort_call(onnx_model, 1)
+            times = interleaved_times(fns, rounds=rounds, min_time=min_time)
+        finally:
+            torch.set_num_threads(old_threads)
+    for key, samples in times.items():
+        name, what = key.split("\t")
+        stats = summarize_ms(samples)
+        row = rows[name]
+        if what == "torch_batch":
+            row["torch_throughput_ips"] = batch_size / (stats["median_ms"] / 1e3)  # type: ignore[operator]
+        else:
+            prefix = "torch" if what == "torch_b1" else "ort"
+            row[f"{prefix}_latency_ms_b1"] = stats["median_ms"]
+            row[f"{prefix}_latency_ms_b1_p90"] = stats["p90_ms"]
+        row.setdefault("rounds", len(samples))
+    for row in rows.values():
+        if "ort_latency_ms_b1" in row:
+            row["ort_vs_torch"] = row["ort_latency_ms_b1"] / row["torch_latency_ms_b1"]
+    settings = {
+        "device": "cpu",
+        "device_name": cpu_name(),
+        "threads": used_threads,
+        "batch_size": batch_size,
+        "dtype": "float32",
+        "min_time": min_time,
+        "interleaved": True,
+        "ort_spinning": False,
+        "torch": torch.__version__,
+    }
+    return {"models": [rows[n] for n in names], "settings": settings}
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"

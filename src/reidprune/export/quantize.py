@@ -1,0 +1,94 @@
+"""Dynamic INT8 quantisation of an exported graph (ONNX Runtime's `quantize_dynamic`).
+
+Weights of MatMul / Conv / Gather nodes are stored as int8 (per tensor, or per output channel);
+activations are quantised to uint8 at run time, per tensor, from their observed range. No
+calibration data is needed, which is why it is the default for edge deployment of a checked
+fp32 graph; its accuracy cost is measured, not assumed (`reidprune export --quantize int8 --data`).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from reidprune.export.errors import ExportError
+
+INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QAttention")
+
+
+def quantize_int8(
+    src: str | Path, dst: str | Path, *, per_channel: bool = False, op_types: list[str] | None = None
+) -> dict[str, Any]:
+    """Write the dynamically INT8-quantised version of the fp32 graph `src` to `dst`.
+
+    op_types: node types to quantise (default: every type ONNX Runtime can quantise dynamically).
+    The reidprune metadata of `src` (architecture, signature) is carried over, so `OnnxModel(dst)`
+    works as for `src`. Returns {"path", "bytes", "fp32_bytes", "per_channel", "integer_ops": {op: count}}.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from reidprune.export.onnx import write_metadata
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {src}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="reidprune-quant-") as tmp, _quiet():
+        source, prepared = _prepare(src, Path(tmp) / "prepared.onnx")
+        try:
+            quantize_dynamic(
+                source,
+                dst,
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                op_types_to_quantize=op_types,
+            )
+        except Exception as err:  # the quantiser raises plain Exceptions for graphs it cannot handle
+            raise ExportError(
+                f"{src}: dynamic INT8 quantisation failed: {type(err).__name__}: {err}"
+            ) from None
+    source = onnx.load(str(src), load_external_data=False)
+    write_metadata(dst, {p.key: p.value for p in source.metadata_props})
+    nodes = onnx.load(str(dst), load_external_data=False).graph.node
+    ops = collections.Counter(n.op_type for n in nodes if n.op_type in INTEGER_OPS)
+    return {
+        "path": str(dst),
+        "bytes": dst.stat().st_size,
+        "fp32_bytes": src.stat().st_size,
+        "per_channel": per_channel,
+        "preprocessed": prepared,
+        "weight_type": "int8",
+        "activations": "uint8, dynamic per tensor",
+        "integer_ops": dict(sorted(ops.items())),
+    }
+
+
+def _prepare(src: Path, out: Path) -> tuple[Path, bool]:
+    """ONNX Runtime's recommended pre-processing (shape inference, graph clean-up), so that more
+    nodes are recognised for quantisation; the raw graph is used when it fails. Returns (graph, done)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(out))
+        return out, True
+    except Exception:  # pre-processing is an optimisation; quantisation works without it
+        return src, False
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantiser logs advice through the root logger and warns about opsets; neither is actionable here."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)

@@ -1,0 +1,138 @@
+"""Training checkpoints: atomic, pickle-free, complete enough to resume bit for bit.
+
+A checkpoint is one `torch.save` file that holds only tensors and plain containers (dict, list,
+tuple, str, int, float, bool, None), so it is read back with `torch.load(weights_only=True)` and
+no code can hide in it. It holds the model weights and architecture (a pruned model resumes as
+the pruned model), optimiser / scheduler / grad-scaler state, every random generator (torch, CUDA,
+NumPy, Python `random`, per rank), the data position (epoch, next batch index), the callbacks'
+state and the best validation result so far.
+
+Writes go to a temporary file that is flushed, fsync'ed and renamed over the target, so a run
+killed while saving leaves the previous checkpoint intact; a leftover temporary file is ignored
+and overwritten by the next save.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from reidprune.models.checkpoint_io import CheckpointError
+
+FORMAT = "reidprune-train"
+FORMAT_VERSION = 1
+PLAIN_TYPES = (str, int, float, bool, type(None), torch.dtype, torch.device)
+
+
+def check_plain(obj: Any, where: str) -> None:
+    """Raise CheckpointError unless `obj` is tensors and plain containers only (weights_only-loadable)."""
+    if isinstance(obj, (Tensor, *PLAIN_TYPES)):
+        return
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if not isinstance(key, str | int):
+                raise CheckpointError(f"{where}: key {key!r} is a {type(key).__name__}; expected str or int")
+            check_plain(value, f"{where}.{key}")
+        return
+    if isinstance(obj, list | tuple):
+        for i, value in enumerate(obj):
+            check_plain(value, f"{where}[{i}]")
+        return
+    raise CheckpointError(
+        f"{where} is a {type(obj).__name__}; a checkpoint may only hold tensors, numbers, strings, "
+        "None and lists / tuples / dicts of them (convert NumPy arrays with torch.from_numpy)"
+    )
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported on every platform / file system
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write `state` atomically to `path` (temp file + fsync + os.replace)."""
+    path = Path(path)
+    check_plain(state, "checkpoint")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint` with `weights_only=True`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to unpickle objects other than tensors and plain containers "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable training checkpoint ({str(err).splitlines()[0]})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a reidprune training checkpoint (expected format '{FORMAT}')")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {state['format_version']} is newer than this reidprune reads "
+            f"({FORMAT_VERSION})"
+        )
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator this process uses, as tensors and plain values."""
+    keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)[1:]
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+        "cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    torch.set_rng_state(state["torch"].cpu())
+    np_state = state["numpy"]
+    keys = np_state["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

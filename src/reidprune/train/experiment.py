@@ -1,0 +1,151 @@
+"""`train_experiment(cfg)`: the whole `reidprune train` job from one ExperimentConfig.
+
+data -> model (+ weights) -> fit (validation on held-out identities selects the best epoch) ->
+test-split evaluation of the final and the best model (reported, never used for selection) ->
+output_dir/{config.yaml, train_log.jsonl, checkpoints/last.pt, best/, final/, metrics.json}.
+
+Works in one process or under `torchrun` (rank 0 writes; every rank trains and evaluates its shard).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reidprune.config import ExperimentConfig, save_config
+from reidprune.errors import TrainingError
+from reidprune.train.config import check_train_config
+from reidprune.train.distributed import barrier, broadcast_object, init_distributed, resolve_device
+from reidprune.train.engine import fit, seed_everything
+from reidprune.train.losses import uses_teacher
+from reidprune.train.validation import validate_classification, validate_reid
+
+METRICS_JSON = "metrics.json"
+FINAL_DIR = "final"
+
+
+def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
+    """The configured registry model, or a saved reidprune model directory given as model.weights.
+
+    A model directory (e.g. a pruned model) is rebuilt from its own model.json, so it trains as
+    itself; a foreign checkpoint is loaded into `create(model.name, ...)` with its keys mapped.
+    """
+    from reidprune import models
+    from reidprune.models.serialization import is_model_dir
+
+    weights = cfg.model.weights
+    if weights and is_model_dir(weights):
+        model = models.load(weights)
+    else:
+        model = models.create(
+            cfg.model.name,
+            num_classes=num_classes,
+            img_size=[cfg.data.height, cfg.data.width],
+            **cfg.model.kwargs,
+        )
+        if weights:
+            models.load_checkpoint(model, weights, strict=cfg.model.strict)
+    own = getattr(getattr(model, "arch", None), "num_classes", num_classes)
+    if own != num_classes:
+        raise TrainingError(
+            f"model.weights={weights}: the model has {own} classes but the training split of "
+            f"{cfg.data.root} has {num_classes} identities / classes"
+        )
+    return model.train()
+
+
+def build_teacher(cfg: ExperimentConfig, model: nn.Module, num_classes: int) -> nn.Module | None:
+    """train.teacher (a model directory or checkpoint), else, when distillation is on, a frozen copy
+    of the model as loaded (the uncompressed starting point, as in the AMG and PM recipes)."""
+    if not uses_teacher(cfg.train):
+        return None
+    if not cfg.train.teacher:
+        if not cfg.model.weights:
+            raise TrainingError(
+                f"train.distill={cfg.train.distill} / embed_distill={cfg.train.embed_distill} needs a trained "
+                "teacher: set train.teacher (a model directory) or model.weights (the teacher is then a "
+                "frozen copy of the loaded model)"
+            )
+        return copy.deepcopy(model)
+    teacher_cfg = copy.deepcopy(cfg)
+    teacher_cfg.model.weights = cfg.train.teacher
+    return build_model(teacher_cfg, num_classes)
+
+
+def evaluate_test(model: nn.Module, loaders: Any, cfg: ExperimentConfig) -> dict[str, float] | None:
+    if loaders.query is not None and loaders.gallery is not None:
+        metrics = validate_reid(model.eval(), loaders.query, loaders.gallery, cfg.eval)
+    elif loaders.val is not None:  # classification sets: their val/ split is the reported one
+        metrics = validate_classification(model.eval(), loaders.val)
+    else:
+        return None
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
+    """Run the training job described by `cfg`; returns (and writes, on rank 0) metrics.json's content."""
+    from reidprune.data import build_dataset, build_loaders
+    from reidprune.models.serialization import load, save
+
+    check_train_config(cfg.train)
+    info = init_distributed(cfg.device)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.output_dir)
+    seed_everything(cfg.seed)
+    # rank 0 first: it may generate the synthetic set, which the others then read
+    splits = build_dataset(cfg.data) if info.is_main else None
+    barrier()
+    splits = splits if splits is not None else build_dataset(cfg.data)
+    loaders = build_loaders(cfg.data, splits, distributed=info.enabled, seed=cfg.seed)
+    if loaders.train is None:
+        raise TrainingError(f"data.root={cfg.data.root}: the data set has no training split")
+    model = build_model(cfg, splits.num_classes)
+    teacher = build_teacher(cfg, model, splits.num_classes)
+    if info.is_main:
+        save_config(cfg, out)
+    result = fit(
+        model,
+        loaders,
+        cfg.train,
+        out,
+        teacher=teacher,
+        resume=resume,
+        eval_cfg=cfg.eval,
+        device=device,
+        seed=cfg.seed,
+    )
+    final = result.model
+    test_final = evaluate_test(final, loaders, cfg)
+    test_best = None
+    # rank 0 decides, so that every rank joins the same collective evaluation (multi-node runs need
+    # output_dir on a shared file system, as for resuming)
+    if broadcast_object(result.best_path is not None and result.best_path.is_dir()):
+        test_best = evaluate_test(load(result.best_path, map_location=device), loaders, cfg)
+    summary: dict[str, Any] = {
+        "name": cfg.name,
+        "model": cfg.model.name,
+        "data": {"format": splits.format, "root": splits.root, "num_classes": splits.num_classes},
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "select_metric": result.metric_name,
+        "best_epoch": result.best_epoch,
+        "val_best": result.best_metric,
+        "val_last": result.last_metrics or None,
+        "test_split": "query/gallery" if splits.query else ("val" if splits.val else None),
+        "test": {"final": test_final, "best": test_best},
+        "params": sum(p.numel() for p in final.parameters()),
+    }
+    if summary["test_split"] == "val":
+        summary["note"] = "classification set: its val/ split both selects the best epoch and is reported"
+    if info.is_main:
+        save(final, out / FINAL_DIR, metadata={"steps": result.steps, "test": test_final})
+        (out / METRICS_JSON).write_text(json.dumps(summary, indent=2))
+    barrier()
+    if info.enabled:
+        torch.distributed.destroy_process_group()
+    return summary

@@ -1,0 +1,118 @@
+"""The synthetic re-ID generator: layout and naming, determinism, occlusion, and its CLI."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from reidprune.cli.data import register
+from reidprune.data.formats import parse
+from reidprune.data.synth import SynthSpec, generate, plan, render
+from reidprune.data.synth.appearance import sample_camera, sample_person
+from reidprune.errors import DataError
+
+MARKET_NAME = re.compile(r"^(-1|\d{4})_c[1-6]s1_\d{6}_01\.jpg$")
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def tiny(synth_root: Path) -> Path:
+    """The session's 4-identity set from tests/conftest.py (generated with ids=4, seed=0)."""
+    return synth_root
+
+
+def test_market_layout_names_and_image_size(tiny: Path) -> None:
+    assert sorted(p.name for p in tiny.iterdir()) == [
+        "bounding_box_test",
+        "bounding_box_train",
+        "query",
+        "synth.json",
+    ]
+    names = [p.name for p in tiny.rglob("*.jpg")]
+    assert names and all(MARKET_NAME.match(n) for n in names)
+    assert len(names) == len(set(names))
+    with Image.open(next(tiny.rglob("*.jpg"))) as image:
+        assert (image.format, image.size) == ("JPEG", (64, 128))
+
+
+def test_splits_follow_the_market_protocol(tiny: Path) -> None:
+    splits = parse("market1501", tiny)
+    train_ids = {r.pid for r in splits.train}
+    test_ids = {r.pid for r in splits.query}
+    assert len(train_ids) == len(test_ids) == 2 and not train_ids & test_ids
+    assert {r.pid for r in splits.gallery} == test_ids | {0}  # pid 0 distractors in the gallery
+    assert sum(r.pid == 0 for r in splits.gallery) == 2
+    junk_on_disk = list((tiny / "bounding_box_test").glob("-1_*.jpg"))  # dropped by the parser
+    assert len(junk_on_disk) == 2
+    per_id_camera = Counter((r.pid, r.camid) for r in splits.query)
+    assert set(per_id_camera.values()) == {1}  # one query per identity and camera
+    for pid in test_ids:  # the query's cameras all hold gallery images of that identity too
+        assert {c for p, c in per_id_camera if p == pid} <= {r.camid for r in splits.gallery if r.pid == pid}
+    counts = Counter(r.pid for r in [*splits.train, *splits.query, *splits.gallery] if r.pid > 0)
+    assert all(20 <= n <= 30 for n in counts.values())
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tiny: Path, tmp_path: Path) -> None:
+    generate(tmp_path / "again", ids=4, seed=0)
+    generate(tmp_path / "other", ids=4, seed=1)
+    assert files(tmp_path / "again") == files(tiny)
+    other = files(tmp_path / "other")
+    assert other.keys() != files(tiny).keys() or other != files(tiny)
+
+
+def test_occluded_variant_is_the_plain_plan_with_occluded_queries() -> None:
+    plain, occluded = plan(SynthSpec(6, False, 3)), plan(SynthSpec(6, True, 3))
+    assert [(j.folder, j.name) for j in plain] == [(j.folder, j.name) for j in occluded]
+    assert not any(j.occlude for j in plain)
+    assert all(j.occlude for j in occluded if j.folder == "query")
+
+
+def test_occluder_covers_20_to_50_percent_of_the_person() -> None:
+    person, camera = sample_person(np.random.default_rng(1)), sample_camera(np.random.default_rng(2))
+    fractions = []
+    for seed in range(12):
+        shot = render(person, camera, np.random.default_rng(seed), occluder=np.random.default_rng(100 + seed))
+        fractions.append(shot.occluded_fraction)
+        assert shot.image.shape == (128, 64, 3) and shot.image.dtype == np.uint8
+        assert 0.1 < shot.person.mean() < 0.6  # the person fills part of the crop; the rest is clutter
+    assert all(0.2 <= f <= 0.5 for f in fractions)
+    clear = render(person, camera, np.random.default_rng(0))
+    assert clear.occluded_fraction == 0.0 and not clear.occluder.any()
+
+
+def test_bad_spec() -> None:
+    with pytest.raises(DataError, match=r"synth ids=3: expected >= 4"):
+        plan(SynthSpec(ids=3))
+
+
+def test_generate_refuses_a_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match=r"already exists and is not an empty folder"):
+        generate(tmp_path, ids=4)
+
+
+def test_cli_synth_then_info(tmp_path: Path) -> None:
+    runner = CliRunner()
+    app = typer.Typer()  # only the data verbs: no need to import every other verb group
+    register(app)
+    out = tmp_path / "set"
+    result = runner.invoke(app, ["data", "synth", "--out", str(out), "--ids", "4", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    assert (out / "synth.json").is_file()
+    again = runner.invoke(app, ["data", "synth", "--out", str(out), "--ids", "4"])
+    assert again.exit_code == 2 and "pass --force to replace it" in again.output
+    info = runner.invoke(app, ["data", "info", str(out)])
+    assert info.exit_code == 0, info.output
+    assert "market1501" in info.output and "query" in info.output
+    missing = runner.invoke(app, ["data", "info", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "data set folder not found" in missing.output
