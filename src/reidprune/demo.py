@@ -147,13 +147,13 @@ def run_demo(
     if export:
         from reidprune.export import export_onnx
 
-        for run, name in zip(runs, models, strict=True):
-            model_dir = run / ("final" if name == "baseline" else "model")
+        for name, (model, _) in models.items():
             target = root / "onnx" / f"{name}.onnx"
             if target.is_file():
                 _say(f"reusing {target}", log)
                 continue
-            export_onnx(model_dir, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            export_onnx(model, target)
             _say(f"exported {name} -> {target} (checked against ONNX Runtime)", log)
     if report:
         from reidprune.report import build_report

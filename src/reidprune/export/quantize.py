@@ -76,7 +76,9 @@ def _prepare(src: Path, out: Path) -> tuple[Path, bool]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        quant_pre_process(str(src), str(out))
+        # ONNX's own shape inference suffices for these graphs (only the batch axis is symbolic);
+        # the symbolic pass gives up on some reducer graphs and then drops a debug file in the CWD
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
         return out, True
     except Exception:  # pre-processing is an optimisation; quantisation works without it
         return src, False

@@ -160,15 +160,6 @@ class PruneMergeReducer(nn.Module):
         out = torch.cat([y, x.index_select(1, self.pruned)], dim=1).index_select(1, self.source)
         return out * scale.index_select(0, self.scale_index).unsqueeze(-1), state
 
-    def plan(self) -> tuple[Tensor, Tensor]:
-        """The current (segment (P,), merge weight (P,)) with trained weights, pruned = (-1, 0)."""
-        p = self.source.numel() - 1
-        segment = torch.full((p,), -1, dtype=torch.long)
-        weight = torch.zeros(p)
-        segment[self.members.cpu() - 1] = self.segment.cpu()
-        weight[self.members.cpu() - 1] = self.merge_weight.detach().float().cpu()
-        return segment, weight
-
 
 class DensePruneMergeReducer(nn.Module):
     """Dense Prune-and-Merge block (released PM-ViT checkpoints): out = R block(M x) + (1 - m) x."""

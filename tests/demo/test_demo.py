@@ -1,0 +1,46 @@
+"""The main job end to end on a tiny embedded data set, and its reuse of finished pieces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reidprune.demo import VARIANTS, run_demo
+
+TINY = [
+    "data.synth_ids=24",
+    "data.batch_size=32",
+    "data.val_ids=2",
+    "train.epochs=1",
+    "train.eval_every=1",
+    "train.progress=false",
+    "prune.final_epochs=1",
+    "prune.calib_batches=2",
+]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path: Path) -> None:
+    messages: list[str] = []
+    result = run_demo(tmp_path, overrides=TINY, report=False, log=messages.append)
+
+    names = [row["model"] for row in result.rows]
+    assert names == ["baseline", *(v.name for v in VARIANTS)]
+    base = result.rows[0]
+    assert base["speed-up"] == 1.0
+    for row in result.rows[1:]:
+        assert row["GMACs"] < base["GMACs"]  # every variant computes less than the baseline
+        assert 0.0 <= row["mAP"] <= 100.0
+    heads = next(r for r in result.rows if r["model"] == "head-entropy-50")
+    assert heads["params (M)"] < base["params (M)"]  # heads are physically removed
+    for name in names:
+        assert (tmp_path / "onnx" / f"{name}.onnx").is_file()
+    assert json.loads((tmp_path / "summary.json").read_text()) == result.rows
+
+    messages.clear()
+    run_demo(tmp_path, overrides=TINY, report=False, log=messages.append)
+    assert any(m.startswith("reusing the baseline") for m in messages)
+    assert sum(m.startswith("reusing ") for m in messages) == 1 + 2 * len(VARIANTS) + 1
+    assert not any(m.startswith(("training", "compressing")) for m in messages)
