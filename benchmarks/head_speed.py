@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import nn
 from reidprune.cli.common import print_table, write_json
 from reidprune.compress.heads import head_slots, remove_heads
 from reidprune.measure import count_gmacs, count_params
+from reidprune.measure.speed import cpu_name
 from reidprune.models import create
 
 TARGET = 0.90
@@ -48,14 +48,6 @@ SHORT = {
     "pass": "pass",
 }
 RESULT = Path(__file__).resolve().parent / "results" / "head_speed.json"
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") if os.path.exists("/proc/cpuinfo") else open(os.devnull) as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def vit_small() -> nn.Module:

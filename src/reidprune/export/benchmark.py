@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from reidprune.evaluate.forward import forward_model, model_input_size
+from reidprune.measure.speed import cpu_name
 
 
 def interleaved_times(
@@ -175,15 +175,3 @@ def bench_models(
         "torch": torch.__version__,
     }
     return {"models": [rows[n] for n in names], "settings": settings}
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
