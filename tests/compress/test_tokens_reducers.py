@@ -48,7 +48,11 @@ def test_reducers_that_remove_nothing_compute_the_dense_block() -> None:
     block, x = _block_input()
     dense = block.forward_dense(x)
     everything = list(range(9))
-    for reducer in (KeyValueReducer(everything), SkipReducer(everything), PruneMergeReducer(list(range(8)))):
+    for reducer in (
+        KeyValueReducer(everything),
+        SkipReducer(everything, 9),
+        PruneMergeReducer(list(range(8))),
+    ):
         out, _ = reducer(block, x, TokenState())
         torch.testing.assert_close(out, dense, rtol=1e-5, atol=1e-6)
     out, state = TopKReducer(keep=8)(block, x, TokenState())
@@ -75,7 +79,7 @@ def test_kv_reducer_is_attention_over_the_kept_keys_only() -> None:
 def test_skip_reducer_runs_only_kept_tokens_and_leaves_the_rest_unchanged() -> None:
     block, x = _block_input()
     kept = [0, 1, 4, 8]
-    out, state = SkipReducer(kept)(block, x, TokenState())
+    out, state = SkipReducer(kept, 9)(block, x, TokenState())
     torch.testing.assert_close(out[:, kept], block.forward_dense(x[:, kept]), rtol=1e-6, atol=1e-6)
     skipped = [2, 3, 5, 6, 7]
     assert torch.equal(out[:, skipped], x[:, skipped])

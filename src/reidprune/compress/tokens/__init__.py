@@ -108,8 +108,10 @@ def _attach(
 ) -> None:
     reducers: list[nn.Module | None] = [None] * layout.depth
     if isinstance(spec, AmgSpec):
-        cls = KeyValueReducer if spec.mode == "kv" else SkipReducer
-        reducers = [cls(k) if k is not None else None for k in spec.kept]
+        if spec.mode == "kv":
+            reducers = [KeyValueReducer(k) if k is not None else None for k in spec.kept]
+        else:
+            reducers = [SkipReducer(k, spec.num_tokens) if k is not None else None for k in spec.kept]
     elif isinstance(spec, TopkSpec):
         reducers = [TopKReducer(k, spec.fuse) if k is not None else None for k in spec.keep]
     elif isinstance(spec, TomeSpec):

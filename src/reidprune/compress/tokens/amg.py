@@ -54,17 +54,31 @@ class KeyValueReducer(nn.Module):
 
 
 class SkipReducer(nn.Module):
-    """Only the kept tokens (c,) go through the block; the others keep their features."""
+    """Only the kept tokens (c,) go through the block; the others keep their features.
 
-    def __init__(self, kept: Sequence[int]) -> None:
+    Output = cat([block(x[kept]), x[skipped]])[order] with the static inverse permutation `order`:
+    gathers only (no scatter), which is faster on CPU than index_copy and exports to plain ONNX
+    Gather nodes that every runtime supports.
+    """
+
+    def __init__(self, kept: Sequence[int], num_tokens: int) -> None:
         super().__init__()
-        self.register_buffer("kept", torch.as_tensor(list(kept), dtype=torch.long), persistent=False)
+        kept_t = torch.as_tensor(list(kept), dtype=torch.long)
+        is_kept = torch.zeros(num_tokens, dtype=torch.bool)
+        is_kept[kept_t] = True
+        skipped = torch.nonzero(~is_kept).flatten()
+        order = torch.empty(num_tokens, dtype=torch.long)
+        order[torch.cat([kept_t, skipped])] = torch.arange(num_tokens)
+        self.register_buffer("kept", kept_t, persistent=False)
+        self.register_buffer("skipped", skipped, persistent=False)
+        self.register_buffer("order", order, persistent=False)
 
     def extra_repr(self) -> str:
         return f"kept={self.kept.numel()}"
 
     def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        return x.index_copy(1, self.kept, block.forward_dense(x.index_select(1, self.kept))), state
+        y = block.forward_dense(x.index_select(1, self.kept))
+        return torch.cat([y, x.index_select(1, self.skipped)], dim=1).index_select(1, self.order), state
 
 
 def select_lowest(values: Tensor, n_remove: int, min_keep: int = 1) -> Tensor:
