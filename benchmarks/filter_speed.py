@@ -15,8 +15,9 @@ at batch 64 (throughput) and batch 1 (latency). GMACs = FlopCounterMode FLOPs / 
 execution settings, the same for all three models:
 - "eager": as built (NCHW tensors, BatchNorm as separate ops);
 - "channels_last": NHWC memory format for weights and input (no layout reorders around oneDNN);
-- "deploy": channels_last with every BatchNorm folded into its conv
-  (`torch.nn.utils.fusion.fuse_conv_bn_eval`), i.e. the graph ONNX Runtime executes.
+- "deploy": the library's inference form `reidprune.measure.prepare_for_inference` (every
+  BatchNorm folded into its conv, channels_last), the form `reidprune measure` times by default
+  and close to the graph ONNX Runtime executes.
 BN and the residual-width adds do not shrink when internal filters are removed, so the more of
 that element-wise work a setting leaves, the lower the efficiency.
 
@@ -45,15 +46,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from reidprune.cli.common import print_table, write_json
 from reidprune.compress.filters import prunable_convs, prune_filters
 from reidprune.compress.filters.extraction import copy_model
 from reidprune.compress.filters.targets import zero_filters
-from reidprune.measure import count_gmacs, count_params
+from reidprune.measure import count_gmacs, count_params, prepare_for_inference
 from reidprune.models import create
-from reidprune.models.resnet import block_names
 
 TARGET = 0.80
 RATE = 0.5
@@ -72,29 +71,16 @@ def masked_copy(model: nn.Module, plan_layers: dict[str, dict]) -> nn.Module:
     return masked.eval()
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An inference copy with every Conv2d + BatchNorm2d pair folded into one conv with bias."""
-    folded = copy.deepcopy(model).eval()
-    pairs = [("", "conv1", "bn1")]
-    for block in block_names(folded.arch):
-        pairs += [
-            (block, f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(folded.get_submodule(block), f"bn{i}")
-        ]
-        if folded.get_submodule(block).downsample is not None:
-            pairs.append((f"{block}.downsample", "0", "1"))
-    for parent_name, conv, bn in pairs:
-        parent = folded.get_submodule(parent_name) if parent_name else folded
-        setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
-        setattr(parent, bn, nn.Identity())
-    return folded
-
-
 def prepare(model: nn.Module, setting: str) -> nn.Module:
     """The model as run in `setting`; a converted copy must give the same embedding."""
     if setting == "eager":
         return model
-    converted = fold_batchnorm(model) if setting == "deploy" else copy.deepcopy(model)
-    converted = converted.to(memory_format=torch.channels_last)
+    if setting == "deploy":
+        converted = prepare_for_inference(model, channels_last=True)
+        if any(isinstance(m, nn.BatchNorm2d) for m in converted.modules()):
+            raise RuntimeError("deploy: prepare_for_inference left a BatchNorm2d unfolded")
+    else:
+        converted = copy.deepcopy(model).to(memory_format=torch.channels_last)
     images = torch.randn(2, 3, 256, 128)
     with torch.inference_mode():
         want, got = model(images).embedding, converted(images.to(memory_format=torch.channels_last)).embedding
@@ -211,6 +197,7 @@ def main() -> None:
             else "wall (perf_counter)",
             "threads": threads,
             "device": "cpu",
+            "deploy_form": "reidprune.measure.prepare_for_inference (BN folded, channels_last)",
             "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "load_average_at_end": list(_loadavg()),

@@ -131,7 +131,13 @@ def test_prune_merge_checkpoint_with_its_plan_pattern_becomes_sparse(tmp_path) -
     path = tmp_path / "pm.pth"
     torch.save(_pm_checkpoint(original, matrices), path)
     model = create_from_checkpoint("deit_tiny_patch16_224", path, **SMALL).eval()
-    assert model.arch.tokens == {"method": "pm", "num_tokens": 9, "dense": False, "segments": [None, segment]}
+    assert model.arch.tokens == {
+        "method": "pm",
+        "num_tokens": 9,
+        "dense": False,
+        "segments": [None, segment],
+        "restore": "projection",  # released checkpoints were trained with the pseudo-inverse
+    }
     images = torch.randn(2, 3, 32, 16)
     torch.testing.assert_close(model(images).logits[0], _dense_reference(original, matrices, images))
 

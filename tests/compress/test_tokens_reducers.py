@@ -18,6 +18,7 @@ from reidprune.compress.tokens.pm import (
 )
 from reidprune.compress.tokens.tome import ToMeReducer, bipartite_matching, merge_tokens
 from reidprune.compress.tokens.topk import TopKReducer, cls_attention, default_locations, keep_count
+from reidprune.errors import CompressionError
 from reidprune.models.vit import Block, TokenState
 
 METHODS = [
@@ -197,11 +198,62 @@ def test_sparse_prune_merge_equals_the_dense_matrix_form() -> None:
     block, x = _block_input()
     segment = [0, 0, 1, -1, 1, 2, 2, -1]
     weight = torch.tensor([1.0, 0.5, 0.25, 0.0, 1.0, 0.75, 1.0, 0.0])
-    out, _ = PruneMergeReducer(segment, weight)(block, x, TokenState())
+    out, _ = PruneMergeReducer(segment, weight, restore="projection")(block, x, TokenState())
     merge, restore, mask = dense_matrices(segment, weight)
     expected = restore @ block.forward_dense(merge @ x) + x * (1 - mask).view(1, -1, 1)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(out[:, [4, 8]], x[:, [4, 8]])  # pruned tokens skip the block
+
+
+def test_residual_restore_gives_each_member_its_segments_update() -> None:
+    block, x = _block_input()
+    segment = [0, 0, 1, -1, 1, 2, 3, -1]  # segments 2 and 3 are single patches
+    weight = torch.tensor([1.0, 0.5, 0.25, 0.0, 1.0, 0.75, 1.0, 0.0])
+    out, _ = PruneMergeReducer(segment, weight, restore="residual")(block, x, TokenState())
+
+    # by hand: CLS + the weighted mean of each segment go through the block
+    z = torch.stack(
+        [
+            x[:, 0],
+            (1.0 * x[:, 1] + 0.5 * x[:, 2]) / 1.5,
+            (0.25 * x[:, 3] + 1.0 * x[:, 5]) / 1.25,
+            x[:, 6],
+            x[:, 7],
+        ],
+        dim=1,
+    )
+    update = block.forward_dense(z) - z
+    expected = x.clone()
+    for position, seg in enumerate([0, 1, 1, 2, None, 2, 3, 4, None]):
+        if seg is not None:
+            expected[:, position] += update[:, seg]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[:, [4, 8]], x[:, [4, 8]])  # pruned tokens skip the block
+
+
+def test_residual_restore_with_singleton_segments_is_the_dense_block() -> None:
+    block, x = _block_input()
+    out, _ = PruneMergeReducer(list(range(8)), restore="residual")(block, x, TokenState())
+    torch.testing.assert_close(out, block.forward_dense(x), rtol=1e-5, atol=1e-6)
+
+
+def test_pm_restore_mode_is_part_of_the_spec_and_rebuilt_from_it() -> None:
+    from reidprune.compress.tokens import attach_reducers, current_spec
+
+    for restore in ("residual", "projection"):
+        reduced, _ = prune_tokens(tiny_vit(), "pm", 0.5, batches(), prune_rate=0.0, restore=restore)
+        spec = current_spec(reduced).to_dict()
+        assert spec["restore"] == restore
+        rebuilt = tiny_vit()
+        attach_reducers(rebuilt, spec)
+        rebuilt.load_state_dict(reduced.state_dict())
+        images = torch.randn(2, 3, 16, 8)
+        torch.testing.assert_close(rebuilt(images), reduced(images))
+    older = {**spec}
+    del older["restore"]  # specs saved before the option existed were projections
+    assert attach_reducers(tiny_vit(), older).restore == "projection"
+    with pytest.raises(CompressionError, match="pm restore must be one of"):
+        prune_tokens(tiny_vit(), "pm", 0.5, batches(), restore="copy")
 
 
 def test_global_prune_merge_thresholds() -> None:

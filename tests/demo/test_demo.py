@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reidprune.demo import VARIANTS, run_demo
+from reidprune.demo import FILTER_VARIANTS, VARIANTS, run_demo
+from reidprune.errors import ConfigError
 
 TINY = [
     "data.synth_ids=24",
@@ -29,7 +30,7 @@ def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path: Path) -> None:
     names = [row["model"] for row in result.rows]
     assert names == ["baseline", *(v.name for v in VARIANTS)]
     base = result.rows[0]
-    assert base["speed-up"] == 1.0
+    assert base["speed-up b1"] == 1.0 and base["speed-up b64"] == 1.0
     for row in result.rows[1:]:
         assert row["GMACs"] < base["GMACs"]  # every variant computes less than the baseline
         assert 0.0 <= row["mAP"] <= 100.0
@@ -44,3 +45,25 @@ def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path: Path) -> None:
     assert any(m.startswith("reusing the baseline") for m in messages)
     assert sum(m.startswith("reusing ") for m in messages) == 1 + 2 * len(VARIANTS) + 1
     assert not any(m.startswith(("training", "compressing")) for m in messages)
+
+
+@pytest.mark.slow
+def test_resnet18_demo_extracts_smaller_networks_next_to_the_vit_demo(tmp_path: Path) -> None:
+    tiny_cnn = [*TINY, "model.kwargs={stage_planes: [16, 32, 64, 128]}"]  # narrow: seconds, not minutes
+    result = run_demo(tmp_path, overrides=tiny_cnn, model="resnet18", report=False, log=None)
+
+    assert result.output_dir == tmp_path / "resnet18"
+    assert (tmp_path / "data").is_dir()  # the data set is shared with the ViT demo
+    names = [row["model"] for row in result.rows]
+    assert names == ["baseline", *(v.name for v in FILTER_VARIANTS)]
+    base = result.rows[0]
+    for row in result.rows[1:]:
+        assert row["params (M)"] < 0.6 * base["params (M)"]  # half the internal filters are gone
+        assert row["GMACs"] < base["GMACs"]
+        assert (tmp_path / "resnet18" / "onnx" / f"{row['model']}.onnx").is_file()
+
+
+def test_unknown_demo_model_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="demo model 'resnet9'"):
+        run_demo(tmp_path, model="resnet9", log=None)
+    assert not any(tmp_path.iterdir())

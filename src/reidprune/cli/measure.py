@@ -1,4 +1,5 @@
-"""`reidprune measure MODEL... [--input-size HxW] [--batch-size 64] [--device D] [--dtype T] [--json PATH]`."""
+"""`reidprune measure MODEL... [--input-size HxW] [--batch-size 64] [--device D] [--dtype T] [--deploy/--no-deploy]
+[--json PATH]`."""
 
 from __future__ import annotations
 
@@ -54,9 +55,20 @@ def measure_command(
     speed: bool = typer.Option(
         True, "--speed/--no-speed", help="measure throughput and latency (else counts only)"
     ),
+    deploy: bool = typer.Option(
+        True,
+        "--deploy/--no-deploy",
+        help="time the inference form (default): BatchNorm folded into the convs and channels_last, "
+        "as an exported or deployed CNN runs; --no-deploy times the model as built (eager). "
+        "Counts are always of the model as saved",
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
 ) -> None:
-    """Parameters, GMACs (FlopCounterMode FLOPs / 2, eval mode, real input), throughput and batch-1 latency."""
+    """Parameters, GMACs (FlopCounterMode FLOPs / 2, eval mode, real input), throughput and batch-1 latency.
+
+    Speed is timed on the deploy form by default (BatchNorm folded, channels_last), the JSON field
+    "deploy" says which form was timed; --no-deploy times the model as built.
+    """
     import torch
 
     from reidprune.cli.eval import resolve_device
@@ -72,7 +84,7 @@ def measure_command(
         net = _build(name, torch_device)
         params = count_params(net)
         macs = count_gmacs(net, input_size=size)
-        result: dict[str, Any] = {"model": name, **params, **macs}
+        result: dict[str, Any] = {"model": name, **params, **macs, "deploy": deploy}
         row: dict[str, Any] = {
             "model": name,
             "params (M)": params["params"] / 1e6,
@@ -90,8 +102,10 @@ def measure_command(
                 dtype=getattr(torch, dtype),
                 min_time=min_time,
                 threads=threads,
+                deploy=deploy,
             )
             result["speed"] = timing
+            row["deploy"] = "yes" if deploy else "no"
             row[f"img/s (b{batch_size})"] = timing["throughput_ips"]
             row["latency b1 (ms)"] = timing["latency_ms_b1"]
             row["p90 (ms)"] = timing["latency_ms_b1_p90"]
@@ -99,7 +113,8 @@ def measure_command(
         rows.append(row)
         del net
     where = (
-        f"{torch_device}, {dtype}, {threads or torch.get_num_threads()} threads"
+        f"{torch_device}, {dtype}, {threads or torch.get_num_threads()} threads, "
+        + ("deploy form: BN folded, channels_last" if deploy else "eager")
         if speed
         else str(torch_device)
     )

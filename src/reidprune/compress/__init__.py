@@ -11,9 +11,7 @@ models the compression modules depend on are loaded.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from reidprune._lazy import lazy_exports
 from reidprune.compress.config import PruneConfig
 from reidprune.compress.plan import CompressionPlan
 
@@ -32,8 +30,4 @@ _LAZY = {
 
 __all__ = ["CompressionPlan", "PruneConfig", *sorted(_LAZY)]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'reidprune.compress' has no attribute '{name}'")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

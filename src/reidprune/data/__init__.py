@@ -12,8 +12,7 @@ free of torch and of the error module's import chain.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from reidprune._lazy import lazy_exports
 
 _EXPORTS = {
     "ImageRecord": "reidprune.data.records",
@@ -33,14 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'reidprune.data' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,9 +12,7 @@ Exports resolve lazily: `reidprune.config` imports `evaluate.config` before the 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from reidprune._lazy import lazy_exports
 from reidprune.evaluate.config import EvalConfig
 
 _EXPORTS = {
@@ -31,10 +29,4 @@ _EXPORTS = {
 
 __all__ = ["EvalConfig", *sorted(_EXPORTS)]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'reidprune.evaluate' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

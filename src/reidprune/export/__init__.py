@@ -10,8 +10,7 @@ Exports resolve lazily (onnx and onnxruntime load only when used).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from reidprune._lazy import lazy_exports
 
 _EXPORTS = {
     "ExportError": "reidprune.export.errors",
@@ -30,10 +29,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'reidprune.export' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,9 @@
 Protocol: eval mode, `torch.inference_mode`, a random input of fixed shape, warm-up passes first,
 device synchronisation around every timed region on CUDA. Throughput (images/s) at `batch_size`;
 latency at batch 1 from individually timed passes (median and 90th percentile), because a
-deployment on an edge device usually sees one image at a time.
+deployment on an edge device usually sees one image at a time. With `deploy=True` the model is
+timed in its inference form (`measure.deploy.prepare_for_inference`: BatchNorm folded into the
+convs, channels_last weights and inputs), the form an exported or deployed CNN runs in.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from reidprune.evaluate.forward import forward_model, model_device, model_dtype, model_input_size
+from reidprune.measure.deploy import prepare_for_inference
 
 
 def _sync(device: torch.device) -> None:
@@ -49,6 +52,7 @@ def benchmark_speed(
     min_time: float = 2.0,
     latency_iters: int | None = None,
     threads: int | None = None,
+    deploy: bool = False,
 ) -> dict[str, Any]:
     """Throughput at `batch_size` and batch-1 latency of `model`.
 
@@ -57,14 +61,18 @@ def benchmark_speed(
     model's, a converted copy is measured and the caller's model is left untouched.
     iters / latency_iters: fixed numbers of timed passes; otherwise as many as fill `min_time`
     seconds (at least 3). threads: CPU intra-op threads for the measurement (restored afterwards).
+    deploy: time `prepare_for_inference(model)` (a copy: BatchNorm folded, channels_last) on
+    channels_last inputs instead of the model as given.
     Returns throughput_ips (images/s), latency_ms_b1 (median), latency_ms_b1_p90, and the settings:
-    batch_size, input_size, device, dtype, threads, iters, latency_iters.
+    batch_size, input_size, device, dtype, threads, iters, latency_iters, deploy.
     """
     height, width = input_size if input_size is not None else model_input_size(model)
     device = torch.device(device) if device is not None else model_device(model)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    if model_device(model) != device or model_dtype(model) != dtype:
+    if deploy:  # fold in the model's own precision first, then convert the folded copy
+        model = prepare_for_inference(model).to(device=device, dtype=dtype)
+    elif model_device(model) != device or model_dtype(model) != dtype:
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -74,7 +82,9 @@ def benchmark_speed(
     try:
         with torch.inference_mode():
             batch = torch.randn(batch_size, 3, height, width, device=device, dtype=dtype)
-            single = batch[:1].clone()
+            if deploy:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            single = batch[:1].clone()  # clone keeps the memory format
             camids = torch.zeros(batch_size, dtype=torch.long, device=device)
 
             def run_batch() -> Any:
@@ -112,6 +122,7 @@ def benchmark_speed(
         "threads": threads if threads is not None else old_threads,
         "iters": n,
         "latency_iters": m,
+        "deploy": deploy,
     }
 
 

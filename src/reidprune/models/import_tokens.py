@@ -155,7 +155,14 @@ def claim_pm(state: dict[str, Tensor], arch: Any) -> tuple[dict[str, Tensor], An
             member = torch.tensor([s >= 0 for s in segment])
             out[f"backbone.blocks.{i}.reducer.merge_weight"] = weight[member]
             out[f"backbone.blocks.{i}.reducer.restore_weight"] = restore[member]
-        spec = {"method": "pm", "num_tokens": n, "dense": False, "segments": segments}
+        # released checkpoints were trained with the paper's pseudo-inverse restore
+        spec = {
+            "method": "pm",
+            "num_tokens": n,
+            "dense": False,
+            "segments": segments,
+            "restore": "projection",
+        }
     else:
         tokens: list[int | None] = [None] * depth
         for i, (merge, recover, mask) in dense_parts.items():

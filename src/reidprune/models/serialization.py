@@ -42,6 +42,12 @@ def save(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | Non
         raise TypeError(
             f"{type(model).__name__} has no .arch; only models built by reidprune.models can be saved"
         )
+    if getattr(model, "deploy_folded", False):
+        raise CheckpointError(
+            f"{type(model).__name__} has its BatchNorm folded into its convs (reidprune.measure."
+            "fold_batchnorm / prepare_for_inference): its weights no longer match its arch, so it "
+            "cannot be saved; save the model before folding and fold it again after loading"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     plan = plan_of(model)

@@ -6,8 +6,7 @@ kept-token maps of one or more runs, in one self-contained page.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from reidprune._lazy import lazy_exports
 
 _EXPORTS = {
     "build_report": "reidprune.report.build",
@@ -19,10 +18,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'reidprune.report' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,9 +13,7 @@ package (which raises `reidprune.errors`, which imports `reidprune.config`) is n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from reidprune._lazy import lazy_exports
 from reidprune.train.config import TrainConfig
 
 _LAZY = {
@@ -32,8 +30,4 @@ _LAZY = {
 
 __all__ = ["TrainConfig", *sorted(_LAZY)]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'reidprune.train' has no attribute '{name}'")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -40,6 +40,7 @@ from reidprune.compress.tokens.amg import (
 )
 from reidprune.compress.tokens.layout import BackboneLayout, find_backbone
 from reidprune.compress.tokens.pm import (
+    RESTORES,
     DensePruneMergeReducer,
     PruneMergeReducer,
     block_plan,
@@ -71,7 +72,7 @@ __all__ = [
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "amg": {"mode": None, "depth_discount": None, "selection": "taylor", "seed": 0, "min_keep": 1},
     "topk": {"locations": None, "fuse": False},
-    "pm": {"prune_rate": 0.1, "depth_discount": 0.025, "min_keep": 1},
+    "pm": {"prune_rate": 0.1, "depth_discount": 0.025, "min_keep": 1, "restore": "residual"},
     "tome": {"r": None, "prop_attn": True},
 }
 NEEDS_DATA = {"amg", "pm"}
@@ -123,7 +124,7 @@ def _attach(
     elif isinstance(spec, PmSpec):
         weights = pm_weights or {}
         reducers = [
-            PruneMergeReducer(s, weights.get(i)) if s is not None else None
+            PruneMergeReducer(s, weights.get(i), spec.restore) if s is not None else None
             for i, s in enumerate(spec.segments or ())
         ]
     for block, reducer in zip(layout.blocks, reducers, strict=True):
@@ -188,7 +189,9 @@ def prune_tokens(
             by `seed`; with data, random positions at AMG's per-block counts, i.e. equal GMACs;
             without data, counts spread evenly); min_keep patch tokens per block (>= 1).
       topk: locations (0-based blocks; default EViT's 4/7/10 of 12 scaled to depth); fuse.
-      pm:   prune_rate (default 0.1, at most rate); depth_discount (0.025); min_keep centres.
+      pm:   prune_rate (default 0.1, at most rate); depth_discount (0.025); min_keep centres;
+            restore "residual" (default: merged patches keep their stream and get their segment's
+            update) | "projection" (the paper's pseudo-inverse restore); see tokens/pm.py.
       tome: r (int, or one int per block); prop_attn (proportional attention).
     """
     method = _method_name(method)
@@ -427,6 +430,8 @@ def _check_pm_options(opts: dict[str, Any], rate: float) -> None:
     opts["prune_rate"] = min(float(opts["prune_rate"]), rate)
     if isinstance(opts["min_keep"], bool) or not isinstance(opts["min_keep"], int) or opts["min_keep"] < 1:
         raise CompressionError(f"min_keep must be an int >= 1; got {opts['min_keep']!r}")
+    if opts["restore"] not in RESTORES:
+        raise CompressionError(f"pm restore must be one of {', '.join(RESTORES)}; got {opts['restore']!r}")
 
 
 def _plan_pm(
@@ -455,8 +460,15 @@ def _plan_pm(
         segments[i] = plan.segment.tolist()
         weights[i] = plan.weight
         centres[i] = plan.centres.tolist()
-    spec = {"method": "pm", "num_tokens": layout.num_tokens, "dense": False, "segments": segments}
+    spec = {
+        "method": "pm",
+        "num_tokens": layout.num_tokens,
+        "dense": False,
+        "segments": segments,
+        "restore": opts["restore"],
+    }
     details = {
+        "restore": opts["restore"],
         "keep_rate": 1.0 - rate,
         "prune_rate": opts["prune_rate"],
         "depth_discount": opts["depth_discount"],

@@ -10,7 +10,8 @@ that block is not reduced). Positions are sequence indices in the ORIGINAL order
    "keep": [int | None, ...]}                     # patch tokens kept after this block (CLS and
                                                   # the fused token not counted)
   {"method": "pm", "num_tokens": N, "dense": false,
-   "segments": [[s_1, ..., s_P] | None, ...]}     # segment (merged token) of every patch, -1 = pruned
+   "segments": [[s_1, ..., s_P] | None, ...],     # segment (merged token) of every patch, -1 = pruned
+   "restore": "residual" | "projection"}          # how merged patches get the block's result back
   {"method": "pm", "num_tokens": N, "dense": true,
    "tokens": [c_l | None, ...]}                   # dense merge / restore matrices (imported checkpoints)
   {"method": "tome", "num_tokens": N, "prop_attn": bool,
@@ -102,6 +103,7 @@ class PmSpec:
     dense: bool
     segments: tuple[tuple[int, ...] | None, ...] | None = None
     tokens: tuple[int | None, ...] | None = None
+    restore: str = "projection"  # sparse only: "residual" | "projection" (absent in older specs)
 
     method = "pm"
 
@@ -118,6 +120,7 @@ class PmSpec:
             "num_tokens": self.num_tokens,
             "dense": False,
             "segments": [list(s) if s is not None else None for s in self.segments or ()],
+            "restore": self.restore,
         }
 
     def merged_counts(self) -> list[int]:
@@ -174,7 +177,7 @@ def parse_spec(
     allowed = {
         "amg": {"method", "mode", "num_tokens", "kept"},
         "topk": {"method", "num_tokens", "fuse", "keep"},
-        "pm": {"method", "num_tokens", "dense", "segments", "tokens"},
+        "pm": {"method", "num_tokens", "dense", "segments", "tokens", "restore"},
         "tome": {"method", "num_tokens", "prop_attn", "r"},
     }[method]
     unknown = set(values) - allowed
@@ -271,7 +274,10 @@ def _parse_pm(values: Mapping[str, Any], depth: int, num_tokens: int, patches: i
         if min(seg) < -1 or used != list(range(len(used))):
             raise _fail(f"{where}.segments[{i}]", "segment ids must be -1 (pruned) or 0..K-1, each used")
         segments.append(tuple(seg))
-    return PmSpec(num_tokens=num_tokens, dense=False, segments=tuple(segments))
+    restore = values.get("restore", "projection")
+    if restore not in ("residual", "projection"):
+        raise _fail(f"{where}.restore", f"expected 'residual' or 'projection', got {restore!r}")
+    return PmSpec(num_tokens=num_tokens, dense=False, segments=tuple(segments), restore=restore)
 
 
 def _parse_tome(values: Mapping[str, Any], depth: int, num_tokens: int, where: str) -> TomeSpec:

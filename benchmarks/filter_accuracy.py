@@ -1,0 +1,64 @@
+"""Filter pruning on the embedded data: ResNet-18 with 50 % of its internal filters removed by HFP,
+SFP, FPGM and BAFD: test mAP, GMACs and measured speed-up of the extracted networks.
+
+Recipe: `src/reidprune/demo_resnet18.yaml` (BoT-style ResNet-18 re-ID model, last stride 1, BNNeck,
+64x32, trained from scratch for 30 epochs), the variants of `reidprune demo --model resnet18`:
+- hfp: prune the trained weights once (smallest L1 filters), extract, fine-tune 10 epochs;
+- sfp / fpgm / bafd: 10 epochs of training with the soft-pruning callback (zero / decay the
+  selected filters after every epoch, hard zero at the end), then extract;
+all with soft distillation from the unpruned baseline. Speed-ups are measured on the deploy form
+(BatchNorm folded into the convs, channels_last; `reidprune.measure.prepare_for_inference`),
+batch-1 latency and batch-64 throughput against the baseline in the same process.
+
+Every job runs through `reidprune.demo.run_demo` into benchmarks/runs/embedded/resnet18 (reused
+when the script runs again; delete it to recompute). Writes benchmarks/results/filter_accuracy.json.
+
+    .venv/bin/python benchmarks/filter_accuracy.py [--epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reidprune.cli.common import print_table, write_json
+from reidprune.demo import FILTER_VARIANTS, run_demo
+
+HERE = Path(__file__).resolve().parent
+RESULT = HERE / "results" / "filter_accuracy.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning / soft-pruning epochs")
+    args = parser.parse_args()
+    result = run_demo(
+        HERE / "runs" / "embedded",  # -> runs/embedded/resnet18, data shared with the ViT benchmarks
+        overrides=["train.progress=false", f"prune.final_epochs={args.epochs}"],
+        model="resnet18",
+        variants=FILTER_VARIANTS,
+        export=False,
+        report=False,
+    )
+    base = result.rows[0]
+    rows = [
+        {
+            **row,
+            "GMACs ratio": base["GMACs"] / row["GMACs"],
+            "mAP change": row["mAP"] - base["mAP"],
+        }
+        for row in result.rows
+    ]
+    print_table("ResNet-18, 50 % internal filters removed (embedded data, deploy form)", rows)
+    write_json(
+        RESULT,
+        {
+            "settings": {"recipe": "src/reidprune/demo_resnet18.yaml", "epochs": args.epochs, "deploy": True},
+            "rows": rows,
+        },
+    )
+    print(f"wrote {RESULT}")
+
+
+if __name__ == "__main__":
+    main()
