@@ -67,9 +67,12 @@ def summarize_ms(samples: list[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(ordered) * 1e3, "p90_ms": p90 * 1e3}
 
 
-def torch_call(model: nn.Module, batch: int) -> Callable[[], Any]:
+def torch_call(model: nn.Module, batch: int, channels_last: bool = False) -> Callable[[], Any]:
+    """A PyTorch forward on a fixed random batch; channels_last for models prepared for inference."""
     height, width = model_input_size(model)
     images = torch.randn(batch, 3, height, width)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     camids = torch.zeros(batch, dtype=torch.long)
 
     def run() -> Any:
