@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 
 from reidprune.cli.common import print_table, write_json
-from reidprune.demo import FILTER_VARIANTS, run_demo
+from reidprune.demo import FILTER_VARIANTS, Variant, run_demo
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "filter_accuracy.json"
@@ -36,7 +36,8 @@ def main() -> None:
         HERE / "runs" / "embedded",  # -> runs/embedded/resnet18, data shared with the ViT benchmarks
         overrides=["train.progress=false", f"prune.final_epochs={args.epochs}"],
         model="resnet18",
-        variants=FILTER_VARIANTS,
+        # the epochs in the name: a run with other epochs is not mistaken for a finished one
+        variants=tuple(Variant(f"{v.name}-kd{args.epochs}", v.overrides) for v in FILTER_VARIANTS),
         export=False,
         report=False,
     )

@@ -113,7 +113,18 @@ def _variant(
     return out
 
 
-def _measure_speed(models: dict[str, tuple[Any, Any]], onnx_dir: Path | None) -> dict[str, dict[str, float]]:
+def _graph_is_current(graph: Path, model_dir: Path) -> bool:
+    """True when the exported graph exists and is not older than the saved model it came from (a
+    variant recomputed after its folder was deleted must not be timed on its predecessor's graph)."""
+    if not graph.is_file():
+        return False
+    saved = max(f.stat().st_mtime for f in model_dir.iterdir() if f.is_file())
+    return graph.stat().st_mtime >= saved
+
+
+def _measure_speed(
+    models: dict[str, tuple[Any, Any]], onnx_dir: Path | None, min_time: float
+) -> dict[str, dict[str, float]]:
     """Median seconds per batch-64 PyTorch forward (deploy form: BatchNorm folded, channels_last)
     and per batch-1 forward (ONNX Runtime on the exported graphs when `onnx_dir` is given, else
     PyTorch), every model timed in interleaved rounds so that machine load hits them alike."""
@@ -135,7 +146,7 @@ def _measure_speed(models: dict[str, tuple[Any, Any]], onnx_dir: Path | None) ->
             fns[(name, "b1")] = ort_call(session, 1)
         else:
             fns[(name, "b1")] = torch_call(deployed, 1, channels_last=True)
-    samples = interleaved_times(fns, min_time=4.0)
+    samples = interleaved_times(fns, min_time=min_time)
     times: dict[str, dict[str, float]] = {name: {} for name in models}
     for (name, kind), values in samples.items():
         times[name][kind] = statistics.median(values)
@@ -151,12 +162,14 @@ def run_demo(
     report: bool = True,
     log: Callable[[str], None] | None = print,
     model: str = "vit",
+    timing_seconds: float = 4.0,
 ) -> DemoResult:
     """Run (or resume) the demo into `output_dir`; returns the summary rows (one per model).
 
     model: "vit" (LA-Transformer tiny; AMG tokens, entropy heads, Prune-and-Merge) or "resnet18"
     (HFP / SFP / FPGM / BAFD filters, in output_dir/resnet18); both share output_dir/data.
     config / variants: replace the packaged baseline config / the model's variants.
+    timing_seconds: about how long the side-by-side speed measurement runs in all.
     """
 
     from reidprune.errors import ConfigError
@@ -176,9 +189,11 @@ def run_demo(
     base_metrics = json.loads((baseline / "metrics.json").read_text())
     base_model = load(baseline / "final")
     models = {"baseline": (base_model, base_metrics["test"]["final"])}
+    model_dirs = {"baseline": baseline / "final"}
     for run, variant in zip(runs[1:], variants, strict=True):
         metrics = json.loads((run / "metrics.json").read_text())
         models[variant.name] = (load(run / "model"), metrics["pruned"]["test"])
+        model_dirs[variant.name] = run / "model"
 
     result = DemoResult(output_dir=root)
     if export:
@@ -186,7 +201,7 @@ def run_demo(
 
         for name, (model, _) in models.items():
             target = root / "onnx" / f"{name}.onnx"
-            if target.is_file():
+            if _graph_is_current(target, model_dirs[name]):
                 _say(f"reusing {target}", log)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +209,7 @@ def run_demo(
             _say(f"exported {name} -> {target} (checked against ONNX Runtime)", log)
     runtime = "onnxruntime" if export else "torch"
     _say(f"measuring params, GMACs, batch-64 throughput (torch) and batch-1 latency ({runtime})", log)
-    times = _measure_speed(models, root / "onnx" if export else None)
+    times = _measure_speed(models, root / "onnx" if export else None, timing_seconds)
     base = times["baseline"]
     for name, (model, test) in models.items():
         from reidprune.compress.experiment import model_cost

@@ -231,6 +231,17 @@ def test_residual_restore_gives_each_member_its_segments_update() -> None:
     assert torch.equal(out[:, [4, 8]], x[:, [4, 8]])  # pruned tokens skip the block
 
 
+def test_residual_restore_trains_merge_and_restore_weights() -> None:
+    block, x = _block_input()
+    reducer = PruneMergeReducer(
+        [0, 0, 1, -1, 1, 2, 2, -1], torch.tensor([1.0, 0.5, 0.25, 0, 1.0, 0.75, 1.0, 0])
+    )
+    out, _ = reducer(block, x, TokenState())
+    out.pow(2).sum().backward()
+    assert reducer.merge_weight.grad is not None and reducer.merge_weight.grad.abs().sum() > 0
+    assert reducer.restore_weight.grad is not None and reducer.restore_weight.grad.abs().sum() > 0
+
+
 def test_residual_restore_with_singleton_segments_is_the_dense_block() -> None:
     block, x = _block_input()
     out, _ = PruneMergeReducer(list(range(8)), restore="residual")(block, x, TokenState())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ TINY = [
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path: Path) -> None:
     messages: list[str] = []
-    result = run_demo(tmp_path, overrides=TINY, report=False, log=messages.append)
+    result = run_demo(tmp_path, overrides=TINY, report=False, log=messages.append, timing_seconds=0.5)
 
     names = [row["model"] for row in result.rows]
     assert names == ["baseline", *(v.name for v in VARIANTS)]
@@ -41,7 +42,7 @@ def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "summary.json").read_text()) == result.rows
 
     messages.clear()
-    run_demo(tmp_path, overrides=TINY, report=False, log=messages.append)
+    run_demo(tmp_path, overrides=TINY, report=False, log=messages.append, timing_seconds=0.5)
     assert any(m.startswith("reusing the baseline") for m in messages)
     assert sum(m.startswith("reusing ") for m in messages) == 1 + 2 * len(VARIANTS) + 1
     assert not any(m.startswith(("training", "compressing")) for m in messages)
@@ -50,7 +51,9 @@ def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resnet18_demo_extracts_smaller_networks_next_to_the_vit_demo(tmp_path: Path) -> None:
     tiny_cnn = [*TINY, "model.kwargs={stage_planes: [16, 32, 64, 128]}"]  # narrow: seconds, not minutes
-    result = run_demo(tmp_path, overrides=tiny_cnn, model="resnet18", report=False, log=None)
+    result = run_demo(
+        tmp_path, overrides=tiny_cnn, model="resnet18", report=False, log=None, timing_seconds=0.5
+    )
 
     assert result.output_dir == tmp_path / "resnet18"
     assert (tmp_path / "data").is_dir()  # the data set is shared with the ViT demo
@@ -67,3 +70,18 @@ def test_unknown_demo_model_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="demo model 'resnet9'"):
         run_demo(tmp_path, model="resnet9", log=None)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_graph_older_than_its_model_is_exported_again(tmp_path: Path) -> None:
+    from reidprune.demo import _graph_is_current
+
+    model_dir, graph = tmp_path / "model", tmp_path / "model.onnx"
+    model_dir.mkdir()
+    (model_dir / "weights.safetensors").write_bytes(b"w")
+    assert not _graph_is_current(graph, model_dir)  # not exported yet
+    graph.write_bytes(b"g")
+    os.utime(model_dir / "weights.safetensors", (100.0, 100.0))
+    os.utime(graph, (200.0, 200.0))
+    assert _graph_is_current(graph, model_dir)
+    os.utime(model_dir / "weights.safetensors", (300.0, 300.0))  # the model was recomputed since
+    assert not _graph_is_current(graph, model_dir)

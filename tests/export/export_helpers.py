@@ -112,6 +112,12 @@ def pm() -> nn.Module:
     return prune_tokens(base, "pm", 0.4, calibration(base))[0].eval()
 
 
+def pm_projection() -> nn.Module:
+    """The paper's pseudo-inverse restore (the form released PM-ViT checkpoints use)."""
+    base = vit_bnneck()
+    return prune_tokens(base, "pm", 0.4, calibration(base), restore="projection")[0].eval()
+
+
 def tome() -> nn.Module:
     return prune_tokens(vit_bnneck(), "tome", 0.4)[0].eval()
 
@@ -147,6 +153,7 @@ COMPRESSED: dict[str, Callable[[], nn.Module]] = {
     "amg-skip": amg_skip,
     "topk": topk,
     "pm": pm,
+    "pm-projection": pm_projection,
     "tome": tome,
     "heads": heads,
     "filters": filters,

@@ -84,7 +84,7 @@ def measure_command(
         net = _build(name, torch_device)
         params = count_params(net)
         macs = count_gmacs(net, input_size=size)
-        result: dict[str, Any] = {"model": name, **params, **macs, "deploy": deploy}
+        result: dict[str, Any] = {"model": name, **params, **macs, "deploy": deploy and speed}
         row: dict[str, Any] = {
             "model": name,
             "params (M)": params["params"] / 1e6,

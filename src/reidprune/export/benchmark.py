@@ -15,9 +15,9 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -25,16 +25,18 @@ from torch import nn
 from reidprune.evaluate.forward import forward_model, model_input_size
 from reidprune.measure.speed import cpu_name
 
+Key = TypeVar("Key", bound=Hashable)  # names of the timed callables
+
 
 def interleaved_times(
-    fns: dict[str, Callable[[], Any]],
+    fns: dict[Key, Callable[[], Any]],
     *,
     rounds: int | None = None,
     min_time: float = 2.0,
     warmup: int = 2,
     min_rounds: int = 5,
     max_rounds: int = 200,
-) -> dict[str, list[float]]:
+) -> dict[Key, list[float]]:
     """Seconds per call of every callable, measured in interleaved rounds.
 
     rounds: fixed number of rounds; otherwise as many as fill about `min_time` seconds in all
@@ -50,7 +52,7 @@ def interleaved_times(
     if rounds is None:
         rounds = min(max_rounds, max(min_rounds, math.ceil(min_time / max(estimate, 1e-6))))
     keys = list(fns)
-    times: dict[str, list[float]] = {k: [] for k in keys}
+    times: dict[Key, list[float]] = {k: [] for k in keys}
     for r in range(rounds):
         shift = r % len(keys)
         for key in keys[shift:] + keys[:shift]:

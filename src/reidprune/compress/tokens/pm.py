@@ -189,7 +189,8 @@ class PruneMergeReducer(nn.Module):
             y = block.forward_dense(torch.cat([x[:, :1], merged], dim=1))
             out = torch.cat([y, x.index_select(1, self.pruned)], dim=1).index_select(1, self.source)
             return out * scale, state
-        total = self._segment_sum(weight.view(1, -1, 1), 1)  # (1, K, 1) merge-weight sums
+        # (1, K, 1) merge-weight sums; the floor keeps a segment whose weights decayed to 0 finite
+        total = self._segment_sum(weight.view(1, -1, 1), 1).clamp_min(1e-6)
         z = torch.cat([x[:, :1], merged / total], dim=1)
         update = block.forward_dense(z) - z
         # pruned patches take no update: they skip the block

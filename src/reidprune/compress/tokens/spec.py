@@ -259,6 +259,8 @@ def _parse_pm(values: Mapping[str, Any], depth: int, num_tokens: int, patches: i
                     f"{where}.tokens[{i}]", f"expected an int in 2..{num_tokens} or null, got {entry!r}"
                 )
             tokens.append(entry)
+        if values.get("restore", "projection") != "projection":
+            raise _fail(f"{where}.restore", "dense merge / restore matrices restore by projection only")
         return PmSpec(num_tokens=num_tokens, dense=True, tokens=tuple(tokens))
     segments: list[tuple[int, ...] | None] = []
     for i, entry in enumerate(_per_block(values.get("segments"), depth, f"{where}.segments")):
