@@ -207,8 +207,8 @@ def run_demo(
             target.parent.mkdir(parents=True, exist_ok=True)
             export_onnx(model, target)
             _say(f"exported {name} -> {target} (checked against ONNX Runtime)", log)
-    runtime = "onnxruntime" if export else "torch"
-    _say(f"measuring params, GMACs, batch-64 throughput (torch) and batch-1 latency ({runtime})", log)
+    runtime = "ORT" if export else "torch"
+    _say(f"timing side by side: batch-64 throughput (PyTorch), batch-1 latency ({runtime})", log)
     times = _measure_speed(models, root / "onnx" if export else None, timing_seconds)
     base = times["baseline"]
     for name, (model, test) in models.items():
@@ -222,9 +222,9 @@ def run_demo(
                 "GMACs": cost["gmacs"],
                 "mAP": test["mAP"],
                 "rank-1": test["rank1"],
-                "speed-up b64": base["b64"] / times[name]["b64"],
+                "x b64": base["b64"] / times[name]["b64"],
                 f"b1 {runtime} (ms)": times[name]["b1"] * 1e3,
-                "speed-up b1": base["b1"] / times[name]["b1"],
+                "x b1": base["b1"] / times[name]["b1"],
             }
         )
     if report:

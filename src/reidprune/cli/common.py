@@ -35,14 +35,19 @@ def user_errors(fn: F) -> F:
 
 
 def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
-    """A readable table of dict rows; floats shown with 4 significant decimals."""
+    """A readable table of dict rows; floats shown with 3 significant digits (the JSON keeps them all)."""
     if not rows:
         console.print(f"{title}: nothing to show")
         return
     columns = list(columns or rows[0].keys())
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column, justify="right" if isinstance(rows[0].get(column), int | float) else "left")
+    for index, column in enumerate(columns):
+        numeric = isinstance(rows[0].get(column), int | float)
+        # never truncate a value: on a narrow terminal the headers wrap instead
+        longest = max(len(_fmt(row.get(column))) for row in rows)
+        table.add_column(
+            column, justify="right" if numeric else "left", no_wrap=index == 0, min_width=longest
+        )
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
     console.print(table)
@@ -50,7 +55,7 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 1e3 else f"{value:,.0f}"
     return "" if value is None else str(value)
 
 

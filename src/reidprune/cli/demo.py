@@ -44,8 +44,8 @@ def demo_command(
         model=model,
     )
     print_table(
-        "reidprune demo: synthetic re-ID test split (mAP / rank-1 in percent); speed-up vs the baseline, "
-        "timed side by side: batch-64 PyTorch throughput, batch-1 ONNX Runtime latency",
+        "reidprune demo: synthetic re-ID test split (mAP / rank-1 in percent); x = speed-up vs the "
+        "baseline, timed side by side: b64 = batch-64 PyTorch throughput, b1 = batch-1 ONNX Runtime latency",
         result.rows,
     )
     console.print(f"outputs in {result.output_dir}" + (f"; report: {result.report}" if result.report else ""))
