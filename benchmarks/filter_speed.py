@@ -11,13 +11,16 @@ in the same run:
   efficiency = measured speed-up / (baseline GMACs / extracted GMACs)     target >= 0.80
 
 at batch 64 (throughput) and batch 1 (latency). GMACs = FlopCounterMode FLOPs / 2 per image
-(`reidprune.measure.count_gmacs`; BN, ReLU and adds are not MACs). Each model is timed in three
+(`reidprune.measure.count_gmacs`; BN, ReLU and adds are not MACs). Each model is timed in four
 execution settings, the same for all three models:
 - "eager": as built (NCHW tensors, BatchNorm as separate ops);
 - "channels_last": NHWC memory format for weights and input (no layout reorders around oneDNN);
 - "deploy": the library's inference form `reidprune.measure.prepare_for_inference` (every
   BatchNorm folded into its conv, channels_last), the form `reidprune measure` times by default
-  and close to the graph ONNX Runtime executes.
+  and close to the graph ONNX Runtime executes;
+- "onnxruntime": the graph `reidprune export` writes (`export_onnx`, checked against PyTorch),
+  run by ONNX Runtime on the CPU with the same threads: the edge runtime, which also fuses each
+  conv with its ReLU and residual add.
 BN and the residual-width adds do not shrink when internal filters are removed, so the more of
 that element-wise work a setting leaves, the lower the efficiency.
 
@@ -30,7 +33,7 @@ other jobs, `--clock thread` measures the calling thread's CPU time with one int
 benchmarks/results/filter_speed.json and prints a table.
 
     .venv/bin/python benchmarks/filter_speed.py [--clock wall|thread] [--threads 2]
-        [--rounds-b64 3] [--rounds-b1 20] [--settings eager,channels_last,deploy]
+        [--rounds-b64 3] [--rounds-b1 20] [--settings eager,channels_last,deploy,onnxruntime]
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ import argparse
 import copy
 import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +56,7 @@ from reidprune.cli.common import print_table, write_json
 from reidprune.compress.filters import prunable_convs, prune_filters
 from reidprune.compress.filters.extraction import copy_model
 from reidprune.compress.filters.targets import zero_filters
+from reidprune.export import OnnxModel, export_onnx
 from reidprune.measure import count_gmacs, count_params, prepare_for_inference
 from reidprune.models import create
 
@@ -58,7 +64,7 @@ TARGET = 0.80
 RATE = 0.5
 RESULT = Path(__file__).resolve().parent / "results" / "filter_speed.json"
 NAMES = ("unpruned", "masked", "extracted")
-SETTINGS = ("eager", "channels_last", "deploy")
+SETTINGS = ("eager", "channels_last", "deploy", "onnxruntime")
 
 
 def masked_copy(model: nn.Module, plan_layers: dict[str, dict]) -> nn.Module:
@@ -71,10 +77,14 @@ def masked_copy(model: nn.Module, plan_layers: dict[str, dict]) -> nn.Module:
     return masked.eval()
 
 
-def prepare(model: nn.Module, setting: str) -> nn.Module:
+def prepare(model: nn.Module, setting: str, workdir: Path, threads: int) -> nn.Module:
     """The model as run in `setting`; a converted copy must give the same embedding."""
     if setting == "eager":
         return model
+    if setting == "onnxruntime":  # the exported graph (checked against PyTorch by export_onnx)
+        path = workdir / f"resnet50-{id(model)}.onnx"
+        export_onnx(model, path)
+        return OnnxModel(path, threads=threads, spinning=False)
     if setting == "deploy":
         converted = prepare_for_inference(model, channels_last=True)
         if any(isinstance(m, nn.BatchNorm2d) for m in converted.modules()):
@@ -143,12 +153,13 @@ def main() -> None:
     mac_ratio = gmacs[0] / gmacs[2]
 
     rows, results = [], {}
+    workdir = Path(tempfile.mkdtemp(prefix="filter-speed-"))
     for setting in settings:
-        prepared = [prepare(m, setting) for m in models]
+        prepared = [prepare(m, setting, workdir, threads) for m in models]
         results[setting] = {}
         for batch, rounds, warmup in ((64, args.rounds_b64, 1), (1, args.rounds_b1, 5)):
             images = torch.randn(batch, 3, 256, 128)
-            if setting != "eager":
+            if setting in ("channels_last", "deploy"):
                 images = images.to(memory_format=torch.channels_last)
             times = rotating_times(prepared, images, rounds, warmup, clock)
             speedup = {name: median_ratio(times[0], t) for name, t in zip(NAMES, times, strict=True)}
@@ -198,11 +209,13 @@ def main() -> None:
             "threads": threads,
             "device": "cpu",
             "deploy_form": "reidprune.measure.prepare_for_inference (BN folded, channels_last)",
+            "onnxruntime": "reidprune.export.export_onnx graph in OnnxModel (ORT CPU, same threads, no spinning)",
             "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "load_average_at_end": list(_loadavg()),
         },
     }
+    shutil.rmtree(workdir, ignore_errors=True)
     write_json(args.out, payload)
     title = f"B3 filter pruning, ResNet-50 256x128, CPU, {threads} thread(s), {args.clock} clock (target >= {TARGET})"
     print_table(title, rows)

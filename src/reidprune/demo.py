@@ -40,8 +40,8 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant("head-entropy-50", ("prune.method=head-entropy", "prune.rate=0.5", *DISTILL)),
     # merge only (no token skips a block): on this 4-block model a token that skips a whole block
-    # costs more accuracy than merging it (10 distillation epochs: mAP 62.3 vs 60.0 with the paper's
-    # prune_rate 0.1; unpruned 65.5)
+    # costs more accuracy than merging it (benchmarks/pm_accuracy.py, 10 distillation epochs: mAP
+    # 62.3 vs 59.9 with the paper's prune_rate 0.1; unpruned 65.3)
     Variant(
         "token-pm-40",
         ("prune.method=token-pm", "prune.rate=0.4", "prune.options={prune_rate: 0.0}", *DISTILL),

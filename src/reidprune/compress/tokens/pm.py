@@ -18,9 +18,10 @@ Two ways of giving the block's result back to the merged patches (`restore`):
 - "residual" (reidprune's default): the segment is the weighted MEAN z_k of its patches, and each
   patch keeps its own stream and receives the segment's update: out_j = x_j + r_j (y_k - z_k), r_j
   initialised to 1 (ToMe's unmerge of the update). A singleton segment is exactly the dense block.
-  Measured on the embedded set (LA-tiny, no fine-tuning, test mAP 65.5 unpruned): keep 0.9 gives
-  61.4 against 38.7 with projection, keep 0.6 gives 49.3 against 39.5; the projection wipes the
-  identity of every merged patch, which re-ID's part-stripe pooling then averages in.
+  Measured on the embedded set (benchmarks/pm_accuracy.py: LA-tiny, keep 0.6, merge only, test
+  mAP 65.3 unpruned): 49.4 against 39.8 with projection before any fine-tuning, 62.3 against 58.7
+  after 10 epochs of distillation. The projection wipes the identity of every merged patch, which
+  re-ID's part-stripe pooling then averages in.
 `DensePruneMergeReducer` holds full trainable M, R and the token mask, only to run released
 PM-ViT checkpoints whose matrices became dense during fine-tuning (pm.md §6.2, §10.1).
 """
