@@ -17,18 +17,6 @@ def tiny_resnet(name: str = "resnet18_reid", **kwargs: Any) -> nn.Module:
     return create(name, **values)
 
 
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN affine parameters and running statistics, so masked channels matter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
 @dataclass
 class FakeEngine:
     """What a callback may read from the training engine: the model and the epoch."""

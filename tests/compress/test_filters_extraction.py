@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from filters_helpers import randomise_bn, tiny_resnet
+from filters_helpers import tiny_resnet
 
 import reidprune
+from batchnorm_helpers import randomise_bn
 from reidprune.compress.filters import extract_pruned, prunable_convs, prune_filters
 from reidprune.compress.filters.criteria import select_sfp
 from reidprune.compress.filters.extraction import check_same_outputs

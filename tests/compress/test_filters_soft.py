@@ -6,8 +6,9 @@ import copy
 
 import pytest
 import torch
-from filters_helpers import FakeEngine, randomise_bn, tiny_resnet, train_epochs
+from filters_helpers import FakeEngine, tiny_resnet, train_epochs
 
+from batchnorm_helpers import randomise_bn
 from reidprune.compress.filters import filter_pruning_callback, prunable_convs
 from reidprune.compress.filters.bafd import filters_to_prune
 from reidprune.compress.filters.extraction import removable_channels

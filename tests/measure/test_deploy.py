@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
+from batchnorm_helpers import randomise_bn
 from reidprune import models
 from reidprune.cli import _register, app
 from reidprune.compress.filters import prune_filters
@@ -19,19 +20,6 @@ from reidprune.models.output import ModelOutput
 
 SIZE = [64, 32]
 NARROW = {"stage_planes": [8, 16, 16, 32]}  # the real block structure at a fraction of the cost
-
-
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics and affine parameters, so that folding has something to fold."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
 
 
 def _embed(model: nn.Module, images: Tensor) -> Tensor:
@@ -44,7 +32,7 @@ def _max_rel_diff(got: Tensor, want: Tensor) -> float:
 
 
 def _resnet(name: str, **kwargs: object) -> nn.Module:
-    return _randomise_bn(models.create(name, img_size=SIZE, **kwargs)).eval()
+    return randomise_bn(models.create(name, img_size=SIZE, **kwargs), seed=1).eval()
 
 
 def _pruned(scope: str) -> nn.Module:
@@ -127,7 +115,7 @@ class _DataDependent(nn.Module):
 
 
 def test_a_conv_read_twice_is_not_folded() -> None:
-    model = _randomise_bn(_ConvReadTwice()).eval()
+    model = randomise_bn(_ConvReadTwice(), seed=1).eval()
     folded = fold_batchnorm(model)
     assert conv_bn_pairs(model) == [] and isinstance(folded.bn, nn.BatchNorm2d)
     assert not hasattr(folded, "deploy_folded")
