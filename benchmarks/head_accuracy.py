@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
-from typing import Any
 
 from reidprune.cli.common import print_table, write_json
 from reidprune.demo import DISTILL, Variant, run_demo
@@ -65,17 +64,7 @@ def main() -> None:
         report=False,
     )
     base_map = result.rows[0]["mAP"]
-    rows: list[dict[str, Any]] = [
-        {
-            "model": r["model"],
-            "params (M)": r["params (M)"],
-            "GMACs": r["GMACs"],
-            "mAP": r["mAP"],
-            "rank-1": r["rank-1"],
-            "mAP change": r["mAP"] - base_map,
-        }
-        for r in result.rows
-    ]
+    rows = result.compared(("model", "params (M)", "GMACs", "mAP", "rank-1"))
     print_table(f"head pruning {round(args.rate * 100)} %: entropy vs magnitude vs random", rows)
 
     by_name = {r["model"]: r["mAP"] for r in rows}

@@ -63,16 +63,7 @@ def main() -> None:
         report=False,
     )
     base_map = result.rows[0]["mAP"]
-    rows = [
-        {
-            "model": r["model"],
-            "GMACs": r["GMACs"],
-            "mAP": r["mAP"],
-            "rank-1": r["rank-1"],
-            "mAP change": r["mAP"] - base_map,
-        }
-        for r in result.rows
-    ]
+    rows = result.compared()
     print_table("Prune-and-Merge keep 0.6: residual vs projection restore (embedded data)", rows)
     write_json(
         RESULT,

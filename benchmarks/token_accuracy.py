@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
-from typing import Any
 
 from reidprune.cli.common import print_table, write_json
 from reidprune.demo import DISTILL, Variant, run_demo
@@ -43,19 +42,6 @@ def variant(name: str, epochs: int, *options: str) -> Variant:
 
 def random_options(seed: int) -> str:
     return f"prune.options={{mode: kv, selection: random, seed: {seed}}}"
-
-
-def table_rows(rows: list[dict[str, Any]], base_map: float) -> list[dict[str, Any]]:
-    return [
-        {
-            "model": r["model"],
-            "GMACs": r["GMACs"],
-            "mAP": r["mAP"],
-            "rank-1": r["rank-1"],
-            "mAP change": r["mAP"] - base_map,
-        }
-        for r in rows
-    ]
 
 
 def main() -> None:
@@ -76,7 +62,7 @@ def main() -> None:
     b9_base = b9.rows[0]["mAP"]
     b9_amg = b9.rows[1]["mAP"]
     b9_met = b9_base - b9_amg <= B9_MAX_DROP
-    print_table("B9: AMG 40 % (kv) on the embedded set", table_rows(b9.rows, b9_base))
+    print_table("B9: AMG 40 % (kv) on the embedded set", b9.compared())
 
     # B10: occluded embedded set, AMG vs random tokens at equal GMACs
     variants = [variant(f"amg-40-kd{args.epochs}", args.epochs), variant("amg-40-no-finetune", 0)]
@@ -104,9 +90,7 @@ def main() -> None:
             "gap_to_best_random": amg - max(randoms),
         }
     b10_met = all(g["gap_to_best_random"] > 0 for g in gaps.values())
-    print_table(
-        "B10: AMG vs random tokens (equal GMACs), occluded embedded set", table_rows(b10.rows, b10_base)
-    )
+    print_table("B10: AMG vs random tokens (equal GMACs), occluded embedded set", b10.compared())
 
     summary = [
         {

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,14 @@ DEMOS: dict[str, tuple[Path, tuple[Variant, ...], str]] = {
 
 @dataclass
 class DemoResult:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # baseline first, then the variants
     report: Path | None = None
     output_dir: Path = Path("demo_output")
+
+    def compared(self, columns: Sequence[str] = ("model", "GMACs", "mAP", "rank-1")) -> list[dict[str, Any]]:
+        """The rows cut to `columns`, each with its "mAP change" against the baseline (first row)."""
+        base_map = self.rows[0]["mAP"]
+        return [{**{c: row[c] for c in columns}, "mAP change": row["mAP"] - base_map} for row in self.rows]
 
 
 def _say(message: str, log: Callable[[str], None] | None) -> None:
@@ -171,7 +176,6 @@ def run_demo(
     config / variants: replace the packaged baseline config / the model's variants.
     timing_seconds: about how long the side-by-side speed measurement runs in all.
     """
-
     from reidprune.errors import ConfigError
     from reidprune.models.serialization import load
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reidprune.demo import FILTER_VARIANTS, VARIANTS, run_demo
+from reidprune.demo import FILTER_VARIANTS, VARIANTS, DemoResult, run_demo
 from reidprune.errors import ConfigError
 
 TINY = [
@@ -85,3 +85,20 @@ def test_a_graph_older_than_its_model_is_exported_again(tmp_path: Path) -> None:
     assert _graph_is_current(graph, model_dir)
     os.utime(model_dir / "weights.safetensors", (300.0, 300.0))  # the model was recomputed since
     assert not _graph_is_current(graph, model_dir)
+
+
+def test_compared_rows_give_the_map_change_against_the_baseline() -> None:
+    rows = [
+        {"model": "baseline", "GMACs": 1.0, "mAP": 60.0, "rank-1": 70.0, "x b1": 1.0},
+        {"model": "pruned", "GMACs": 0.5, "mAP": 58.5, "rank-1": 69.0, "x b1": 1.6},
+    ]
+    compared = DemoResult(rows=rows).compared()
+    assert compared == [
+        {"model": "baseline", "GMACs": 1.0, "mAP": 60.0, "rank-1": 70.0, "mAP change": 0.0},
+        {"model": "pruned", "GMACs": 0.5, "mAP": 58.5, "rank-1": 69.0, "mAP change": -1.5},
+    ]
+    assert DemoResult(rows=rows).compared(("model", "x b1"))[1] == {
+        "model": "pruned",
+        "x b1": 1.6,
+        "mAP change": -1.5,
+    }
