@@ -263,6 +263,15 @@ def test_pm_restore_mode_is_part_of_the_spec_and_rebuilt_from_it() -> None:
     older = {**spec}
     del older["restore"]  # specs saved before the option existed were projections
     assert attach_reducers(tiny_vit(), older).restore == "projection"
+    dense = {
+        "method": "pm",
+        "num_tokens": 9,
+        "dense": True,
+        "tokens": [None, 5, None, None],
+        "restore": "residual",
+    }
+    with pytest.raises(CompressionError, match="dense merge / restore matrices restore by projection only"):
+        attach_reducers(tiny_vit(), dense)
     with pytest.raises(CompressionError, match="pm restore must be one of"):
         prune_tokens(tiny_vit(), "pm", 0.5, batches(), restore="copy")
 
