@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,6 +151,48 @@ def test_amg_pruned_transreid_builds_with_the_checkpoint_heads(tmp_path):
     model = create_from_checkpoint("transreid_base", path, depth=4, **{**SMALL, "num_classes": 751})
     assert model.arch.num_heads == [3, 1, 2] and model.arch.jpm_num_heads == [2, 1]
     assert (model.arch.num_classes, model.arch.num_cameras) == (5, 2)
+    images, camids = torch.randn(2, 3, 32, 16), torch.tensor([1, 0])
+    assert torch.equal(
+        _eval_embedding(model, images, camids).embedding, _eval_embedding(original, images, camids).embedding
+    )
+
+
+def test_amg_transreid_checkpoint_as_released_loads_strictly(tmp_path):
+    # entropy248/AMG finetune.py after a head -> token cascade: {state_dict, channels (0-d tensors),
+    # heads / dims (numpy ints)}; every attention has a token_index, the JPM copies' all True (never
+    # applied: disable_index), and token masks are in the running order of the token-skip blocks
+    from reidprune.compress.tokens import attach_reducers
+
+    original = create("transreid_base", num_cameras=2, num_heads=[3, 1, 2], depth=4, **SMALL).eval()
+    state = {k.removeprefix("module."): v for k, v in _transreid_checkpoint(original).items()}
+    everything = torch.ones(9, dtype=torch.bool)
+    masks = {
+        0: torch.tensor([1, 0, 1, 1, 0, 1, 1, 0, 1], dtype=torch.bool),  # order -> [0 2 3 5 6 8 1 4 7]
+        1: everything,
+        2: torch.tensor([1, 1, 0, 1, 1, 0, 1, 1, 1], dtype=torch.bool),  # originals 0 2 5 6 1 4 7
+        3: everything,  # the last base block: unused with JPM
+    }
+    for block, mask in masks.items():
+        state[f"base.blocks.{block}.attn.token_index"] = mask
+    state["b1.0.attn.token_index"] = state["b2.0.attn.token_index"] = everything
+    path = _save(
+        tmp_path,
+        {
+            "state_dict": state,
+            "channels": [torch.tensor(6), torch.tensor(9), torch.tensor(7)],
+            "heads": [np.int64(3), np.int64(1), np.int64(2)],
+            "dims": [np.int64(48), np.int64(16), np.int64(32)],
+        },
+    )
+    model = create_from_checkpoint("transreid_base", path, depth=4, **{**SMALL, "num_classes": 751})
+    assert model.arch.num_heads == [3, 1, 2]
+    assert model.arch.tokens == {
+        "method": "amg",
+        "mode": "skip",
+        "num_tokens": 9,
+        "kept": [[0, 2, 3, 5, 6, 8], None, [0, 1, 2, 4, 5, 6, 7]],
+    }
+    attach_reducers(original, model.arch.tokens)
     images, camids = torch.randn(2, 3, 32, 16), torch.tensor([1, 0])
     assert torch.equal(
         _eval_embedding(model, images, camids).embedding, _eval_embedding(original, images, camids).embedding
