@@ -298,3 +298,46 @@ def test_extra_importers_claim_keys_and_change_the_architecture(tmp_path, monkey
         load_checkpoint(model, path)
     rebuilt = create_from_checkpoint("vit_tiny_reid", path, depth=2)
     assert rebuilt.arch.head_options == {"neck_feat": "before"}
+
+
+def _timm_avg_pool_vit():
+    """A tiny timm ViT pooled like an MAE fine-tune: mean of the patch tokens, then fc_norm."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    reference = VisionTransformer(
+        img_size=(32, 16), patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5, global_pool="avg"
+    )
+    for p in reference.parameters():  # away from the initial LayerNorm ones / zeros
+        torch.nn.init.normal_(p, std=0.2)
+    return reference.eval()
+
+
+def test_timm_global_average_pooling_with_fc_norm_converts_with_identical_outputs(tmp_path):
+    from reidprune.models import load, save
+
+    reference = _timm_avg_pool_vit()
+    assert "fc_norm.weight" in reference.state_dict() and "norm.weight" not in reference.state_dict()
+    path = _save(tmp_path, {"model": reference.state_dict(), "epoch": 99})
+    shape = {"img_size": [32, 16], "patch_size": 8, "embed_dim": 32, "depth": 2, "head_dim": 16}
+    mae = create_from_checkpoint("mae_base_patch16_224", path, **shape)
+    # a CLS-token entry takes the pooling from the checkpoint's keys
+    deit = create_from_checkpoint("deit_tiny_patch16_224", path, **shape)
+    assert (
+        (deit.arch.global_pool, deit.arch.fc_norm)
+        == (mae.arch.global_pool, mae.arch.fc_norm)
+        == ("avg", True)
+    )
+    images = torch.randn(3, 3, 32, 16)
+    with torch.no_grad():
+        expected = reference(images)
+    for model in (mae, deit, load(save(mae, tmp_path / "mae"))):
+        torch.testing.assert_close(_eval_embedding(model, images).logits[0], expected, atol=1e-5, rtol=0)
+
+
+def test_a_pooled_checkpoint_into_a_cls_token_model_names_the_fix(tmp_path):
+    path = _save(tmp_path, _timm_avg_pool_vit().state_dict())
+    model = create(
+        "deit_tiny_patch16_224", img_size=[32, 16], patch_size=8, embed_dim=32, depth=2, head_dim=16
+    )
+    with pytest.raises(CheckpointError, match=r"fc_norm.*global_pool='avg'.*mae_base_patch16_224"):
+        load_checkpoint(model, path)
