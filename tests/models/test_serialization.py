@@ -123,6 +123,17 @@ def test_load_checkpoint_from_a_model_directory(tmp_path):
         load_checkpoint(other, directory)
 
 
+def test_a_model_directory_written_before_global_pooling_existed_still_loads(tmp_path):
+    model = create("vit_tiny_reid", depth=2)
+    directory = save(model, tmp_path / "m")
+    description = json.loads((directory / "model.json").read_text())
+    for key in ("global_pool", "fc_norm"):
+        del description["arch"][key]
+    (directory / "model.json").write_text(json.dumps(description))
+    assert load(directory).arch == model.arch
+    assert load_checkpoint(create("vit_tiny_reid", depth=2), directory).format == "reidprune"
+
+
 def test_own_state_dict_saved_with_torch_save_loads(tmp_path):
     model = create("la_tiny_reid", depth=2)
     torch.save({"state_dict": model.state_dict(), "epoch": 4}, tmp_path / "last.pth")
