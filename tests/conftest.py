@@ -48,6 +48,12 @@ def market_root(tmp_path):  # type: ignore[no-untyped-def]
     return _data_fixtures().make_market_tree(tmp_path / "market")
 
 
+@pytest.fixture
+def imagefolder_root(tmp_path):  # type: ignore[no-untyped-def]
+    """A tiny ImageFolder tree: train/{cat,dog} (4 images), val/cat (1 image)."""
+    return _data_fixtures().make_imagefolder_tree(tmp_path / "imagefolder")
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):  # type: ignore[no-untyped-def]
     """The embedded synthetic set with 4 identities (2 train, 2 test), generated once per session;

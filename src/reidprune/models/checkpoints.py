@@ -23,7 +23,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked, read_checkpoint
-from reidprune.models.registry import arch_config, arch_to_dict, build
+from reidprune.models.registry import arch_config, arch_from_dict, arch_to_dict, build
 
 
 @dataclass
@@ -78,7 +78,11 @@ def _load_model_dir(model: nn.Module, directory: Path, strict: bool) -> LoadResu
     from reidprune.models.serialization import WEIGHTS, read_description
 
     description = read_description(directory)
-    saved, own = description["arch"], arch_to_dict(model.arch)
+    # through the dataclass: fields added since the file was written take their defaults
+    saved, own = (
+        arch_to_dict(arch_from_dict(description["arch"], where=str(directory))),
+        arch_to_dict(model.arch),
+    )
     differing = sorted(k for k in set(saved) | set(own) if saved.get(k) != own.get(k))
     if differing:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r} vs model {own.get(k)!r}" for k in differing[:6])

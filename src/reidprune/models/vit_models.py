@@ -63,6 +63,9 @@ class ViTArch:
       HEAD_OPTIONS[head].
     num_cameras: > 0 adds TransReID's camera embedding (SIE) scaled by sie_coef; camids are then
       required in forward.
+    global_pool: the image feature of the "linear" / "bnneck" heads: "token" (CLS after the final
+      norm) or "avg" (mean of the patch positions, MAE / timm global_pool="avg"); fc_norm: a
+      LayerNorm after pooling instead of the final norm (None = only with "avg", as timm).
     tokens: token-reduction spec owned by reidprune.compress.tokens (None = dense model).
     """
 
@@ -87,6 +90,8 @@ class ViTArch:
     jpm_num_heads: list[int] | None = None
     head_options: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, Any] | None = None
+    global_pool: str = "token"
+    fc_norm: bool | None = None
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -123,6 +128,13 @@ def validate_arch(arch: ViTArch) -> None:
 
     if arch.head not in HEADS:
         fail("head", f"'{arch.head}' is not one of {', '.join(HEADS)}")
+    if arch.global_pool not in ("token", "avg"):
+        fail("global_pool", f"expected 'token' or 'avg', got {arch.global_pool!r}")
+    if (arch.global_pool != "token" or arch.fc_norm) and arch.head not in ("linear", "bnneck"):
+        # the LA and TransReID heads read the CLS token and the patch grid themselves
+        fail(
+            "global_pool", f"'{arch.global_pool}' / fc_norm need head 'linear' or 'bnneck', not '{arch.head}'"
+        )
     if len(arch.img_size) != 2 or min(arch.img_size) < arch.patch_size:
         fail("img_size", f"expected [H, W] each >= patch_size {arch.patch_size}, got {list(arch.img_size)}")
     if arch.stride < 1 or arch.stride > arch.patch_size:
@@ -188,6 +200,8 @@ class ViTReID(nn.Module):
             num_cameras=arch.num_cameras,
             sie_coef=arch.sie_coef,
             num_classes=0,
+            global_pool=arch.global_pool,
+            fc_norm=arch.fc_norm,
         )
         self.head = _build_head(arch, self.backbone)
 
@@ -339,6 +353,14 @@ def deit_small_patch16_224(**kwargs: Any) -> ViTArch:
 def deit_base_patch16_224(**kwargs: Any) -> ViTArch:
     """DeiT-B/16: D 768, 12 blocks x 12 heads, 224x224, ImageNet classifier."""
     return _arch("deit_base_patch16_224", _classification(768), 12, 3072, 12, kwargs)
+
+
+@register("mae_base_patch16_224")
+def mae_base_patch16_224(**kwargs: Any) -> ViTArch:
+    """ViT-B/16 fine-tuned from MAE (He et al. 2022; PM-ViT-MAE-base): as vit_base_patch16_224, but the
+    image feature is the mean of the patch tokens followed by fc_norm (no final norm on the tokens)."""
+    spec = {**_classification(768), "global_pool": "avg", "fc_norm": True}
+    return _arch("mae_base_patch16_224", spec, 12, 3072, 12, kwargs)
 
 
 @register("vit_base_patch16_224")

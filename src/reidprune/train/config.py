@@ -31,7 +31,7 @@ class TrainConfig:
     triplet_weight: float = 1.0
     triplet_margin: float = 0.3  # <= 0 means soft margin log(1 + exp(d_ap - d_an))
     # distillation from the uncompressed teacher
-    teacher: str = ""  # CLI only: a reidprune model directory to distil from ("" = none)
+    teacher: str = ""  # CLI only: a reidprune model directory or a checkpoint to distil from ("" = none)
     distill: str = "none"  # none | soft | hard
     distill_alpha: float = 0.2
     distill_tau: float = 1.0

@@ -33,7 +33,8 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     """The configured registry model, or a saved reidprune model directory given as model.weights.
 
     A model directory (e.g. a pruned model) is rebuilt from its own model.json, so it trains as
-    itself; a foreign checkpoint is loaded into `create(model.name, ...)` with its keys mapped.
+    itself; a foreign checkpoint shapes `create(model.name, ...)` first (pruned heads, AMG token
+    masks, Prune-and-Merge matrices: as `prune` and `eval` load it), then its weights load.
     """
     from reidprune import models
     from reidprune.models.serialization import is_model_dir
@@ -42,14 +43,18 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     if weights and is_model_dir(weights):
         model = models.load(weights)
     else:
-        model = models.create(
-            cfg.model.name,
-            num_classes=num_classes,
-            img_size=[cfg.data.height, cfg.data.width],
-            **cfg.model.kwargs,
-        )
+        size = [cfg.data.height, cfg.data.width]
         if weights:
-            models.load_checkpoint(model, weights, strict=cfg.model.strict)
+            model = models.create_from_checkpoint(
+                cfg.model.name,
+                weights,
+                strict=cfg.model.strict,
+                num_classes=num_classes,
+                img_size=size,
+                **cfg.model.kwargs,
+            )
+        else:
+            model = models.create(cfg.model.name, num_classes=num_classes, img_size=size, **cfg.model.kwargs)
     own = getattr(getattr(model, "arch", None), "num_classes", num_classes)
     if own != num_classes:
         raise TrainingError(
