@@ -85,12 +85,13 @@ class SoftFilterPruning(BaseCallback):
     # ----------------------------------------------------------------- selection
     def select(self, model: nn.Module, target: ConvTarget) -> Tensor:
         weight = conv_weight(model, target)
-        count = filters_to_prune(weight.shape[0], self.rates[target.conv])
+        rate = self.rates[target.conv]
+        count = filters_to_prune(weight.shape[0], rate)
         if self.method == "sfp":
             return select_sfp(weight, count)
         if self.method == "fpgm":
             return select_fpgm(weight, count)
-        return select_bafd(weight, count, k=self.k, efficient=self.efficient)
+        return select_bafd(weight, count, k=self.k, efficient=self.efficient, layer_rate=rate)
 
     def apply(self, model: nn.Module) -> None:
         """Select on the current weights, then zero (sfp, fpgm) or decay (bafd) the selection."""
