@@ -45,6 +45,7 @@ class TrainConfig:
     select_metric: str = "auto"  # best-checkpoint metric: auto (mAP / top1) | mAP | rank1 | top1
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
     checkpoint_every_steps: int = 0  # also checkpoint every N optimiser steps (0 = off)
+    save_every: int = 0  # keep the model after every N epochs in output_dir/epoch_{k}/ (0 = off)
     log_every: int = 10  # steps between log lines
     max_steps_per_epoch: int = 0  # 0 = full epoch (useful for smoke runs)
     progress: bool = True  # rich progress bar on rank 0
@@ -71,7 +72,14 @@ def check_train_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, key)
         if value not in allowed:
             raise TrainingError(f"train.{key}='{value}': expected one of {', '.join(allowed)}")
-    for key in ("epochs", "warmup_epochs", "eval_every", "checkpoint_every", "checkpoint_every_steps"):
+    for key in (
+        "epochs",
+        "warmup_epochs",
+        "eval_every",
+        "checkpoint_every",
+        "checkpoint_every_steps",
+        "save_every",
+    ):
         if getattr(cfg, key) < 0:
             raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected >= 0")
     if cfg.lr <= 0:

@@ -407,6 +407,17 @@ class Engine:
         os.replace(tmp, target)
         return target
 
+    def _save_snapshot(self) -> Path:
+        """train.save_every: the model after `self.epoch` epochs in output_dir/epoch_{epoch}/. A callback
+        with `snapshot(model)` gives the form to keep (soft pruning: its selection set to zero)."""
+        from reidprune.models.serialization import save
+
+        model = self.model
+        for cb in self.callbacks:
+            if hasattr(cb, "snapshot"):
+                model = cb.snapshot(model)
+        return save(model, self.output_dir / f"epoch_{self.epoch}", metadata={"epochs": self.epoch})
+
     @property
     def best_path(self) -> Path | None:
         if self.best is None:
@@ -463,6 +474,8 @@ class Engine:
     def run(self, resume: bool | str | Path = False) -> FitResult:
         self._setup(resume)
         cfg = self.cfg
+        if cfg.save_every > 0 and getattr(self.model, "arch", None) is None:
+            raise TrainingError("train.save_every saves reidprune model folders: the model needs an .arch")
         if not self.resumed:
             self.log.write(
                 "start",
@@ -674,6 +687,8 @@ class Engine:
         )
         self.epoch, self.batch_index = finished + 1, 0
         self._epoch_sums, self._epoch_count = {}, 0
+        if cfg.save_every > 0 and self.epoch % cfg.save_every == 0 and self.is_main:
+            self._save_snapshot()
         if last or (cfg.checkpoint_every > 0 and (finished + 1) % cfg.checkpoint_every == 0):
             self.save_checkpoint()
 
@@ -711,7 +726,7 @@ def fit(
 
     Output (rank 0): output_dir/train_log.jsonl, output_dir/checkpoints/last.pt, and the best model
     by validation metric in output_dir/best/ (reidprune format; best.safetensors for a model without
-    `.arch`).
+    `.arch`); with cfg.save_every = N also the model after every N epochs in output_dir/epoch_{k}/.
     """
     engine = Engine(
         model,
