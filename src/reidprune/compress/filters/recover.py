@@ -23,7 +23,6 @@ guess from how far the weights moved. The correlation is used only to detect a w
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,24 +32,18 @@ from torch import Tensor, nn
 from reidprune.compress.filters.bafd import filters_to_prune
 from reidprune.compress.filters.criteria import flatten_filters, select_hfp
 from reidprune.compress.filters.extraction import copy_model, extract_pruned
-from reidprune.compress.filters.targets import ConvTarget, conv_weight, prunable_convs, zero_filters
+from reidprune.compress.filters.targets import (
+    ConvTarget,
+    conv_weight,
+    input_sources,
+    prunable_convs,
+    zero_filters,
+)
 from reidprune.compress.plan import CompressionPlan
 from reidprune.errors import CheckpointError
 from reidprune.models.checkpoints import import_state
 from reidprune.models.import_resnet import to_model_names
-from reidprune.models.resnet import ResNet, block_names, internal_conv_names, last_conv_name
-
-
-def _input_source(model: ResNet) -> dict[str, str]:
-    """conv name -> the conv whose outputs are its inputs, for convs whose inputs get sliced."""
-    arch = model.arch
-    source = {}
-    for block in block_names(arch):
-        convs = [*internal_conv_names(arch), last_conv_name(arch)]
-        for before, after in itertools.pairwise(convs):
-            source[f"{block}.{after}"] = f"{block}.{before}"
-    source["layer1.0.conv1"] = "conv1"  # sliced only when the stem is pruned (ResNet-50)
-    return source
+from reidprune.models.resnet import ResNet
 
 
 def agreement(original: Tensor, small: Tensor, kept: Tensor, kept_in: Tensor | None) -> Tensor:
@@ -153,7 +146,7 @@ def _check_untouched(model: nn.Module, state: Mapping[str, Tensor], pruned: set[
 def _agreement(
     original: nn.Module, state: Mapping[str, Tensor], targets: list[ConvTarget], kept: dict[str, Tensor]
 ) -> dict[str, Tensor]:
-    source = _input_source(original)  # type: ignore[arg-type]
+    source = input_sources(original)
     scores = {}
     for target in targets:
         small = state[f"{target.conv}.weight"]
