@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -40,6 +40,12 @@ class TrainConfig:
     embed_distill_weight: float = 1.0
     embed_distill_target: str = "embedding"  # embedding | features (pre-neck, averaged over heads)
     relation_distill_weight: float = 0.0  # similarity-matrix distillation on the same target
+    # PM-ViT (DeiT) fine-tuning options (see train/finetune.py); mixup / cutmix need timm
+    mixup: float = 0.0  # mixup Beta alpha (0 = off); targets become soft, label_smoothing included
+    cutmix: float = 0.0  # cutmix Beta alpha (0 = off)
+    mixup_prob: float = 1.0  # probability that a batch is mixed at all
+    mixup_switch_prob: float = 0.5  # with both on: probability of cutmix instead of mixup
+    freeze: list[str] = field(default_factory=list)  # module-name prefixes kept fixed, e.g. [patch_embed]
     # bookkeeping
     eval_every: int = 1  # epochs between validations (0 = only at the end)
     select_metric: str = "auto"  # best-checkpoint metric: auto (mAP / top1) | mAP | rank1 | top1
@@ -82,5 +88,11 @@ def check_train_config(cfg: TrainConfig) -> None:
     ):
         if getattr(cfg, key) < 0:
             raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected >= 0")
+    for key in ("mixup", "cutmix"):
+        if getattr(cfg, key) < 0:
+            raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected a Beta alpha >= 0 (0 = off)")
+    for key in ("mixup_prob", "mixup_switch_prob"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected a probability in [0, 1]")
     if cfg.lr <= 0:
         raise TrainingError(f"train.lr={cfg.lr}: expected > 0")

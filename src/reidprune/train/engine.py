@@ -55,6 +55,7 @@ from reidprune.train.distributed import (
     dist_info,
     resolve_device,
 )
+from reidprune.train.finetune import freeze, make_mixup, mix_batch
 from reidprune.train.log import JsonlLog, TrainProgress
 from reidprune.train.losses import compute_losses, uses_teacher
 from reidprune.train.optim import check_scheduler, make_optimizer, make_scheduler
@@ -67,7 +68,15 @@ BEST_DIR = "best"
 BEST_WEIGHTS = "best.safetensors"  # for models without an architecture (not built by the registry)
 # bookkeeping settings that do not change the training trajectory; anything else must match on resume
 RESUME_MAY_CHANGE = frozenset(
-    {"log_every", "progress", "checkpoint_every", "checkpoint_every_steps", "eval_every", "teacher"}
+    {
+        "log_every",
+        "progress",
+        "checkpoint_every",
+        "checkpoint_every_steps",
+        "eval_every",
+        "teacher",
+        "save_every",
+    }
 )
 
 
@@ -191,6 +200,7 @@ class Engine:
         self.history: list[dict[str, Any]] = []
         self.resumed = False
         self.train_model: nn.Module = model
+        self.mixup: Any = None
         self.amp_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self.steps_per_epoch = 0
@@ -252,6 +262,8 @@ class Engine:
         if state is not None:
             self._adopt_architecture(state)
         self.model.to(self.device)
+        freeze(self.model, cfg.freeze)  # before the optimiser, which leaves frozen parameters out
+        self.mixup = make_mixup(cfg, self.model)
         if self.teacher is not None:
             freeze_teacher(self.teacher).to(self.device)
         elif uses_teacher(cfg):
@@ -344,6 +356,8 @@ class Engine:
     def _check_same_settings(self, saved: dict[str, Any], where: str) -> None:
         """Resuming with other training settings would not continue the same run; say which differ."""
         current = dataclasses.asdict(self.cfg)
+        # keys newer than the checkpoint held their default value in it
+        saved = {**dataclasses.asdict(TrainConfig()), **saved}
         changed = [
             f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
             for key, value in current.items()
@@ -613,6 +627,8 @@ class Engine:
         labels = batch["label"].to(self.device, non_blocking=True)
         camids = batch.get("camid")
         camids = camids.to(self.device, non_blocking=True) if camids is not None else None
+        if self.mixup is not None:  # labels become (B, C) soft targets
+            images, labels = mix_batch(self.mixup, images, labels)
         lr = float(self.optimizer.param_groups[0]["lr"])
         with self._autocast():
             output = self.train_model(images, camids=camids)
