@@ -76,3 +76,31 @@ def test_hfp_small_file_with_another_rate_is_refused(tmp_path):
         create_pruned_from_checkpoint(
             "resnet18_bafd", tmp_path / "net_last.pth", original=tmp_path / "resnet18.pth", rate=0.25, **ARCH
         )
+
+
+@pytest.mark.slow
+def test_models_extract_cli_rebuilds_a_full_width_hfp_small_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from reidprune import models
+    from reidprune.cli import _register, app
+
+    torch.manual_seed(0)
+    original = create("resnet18_bafd", num_classes=5)  # the seed's widths: the CLI takes no kwargs
+    state = {k: v for k, v in original.state_dict().items() if not k.startswith("classifier.")}
+    torch.save(state, tmp_path / "resnet18.pth")
+    tuned = seed_small_file(tmp_path / "net_last.pth", original)
+    _register()
+    args = [
+        "models",
+        "extract",
+        "resnet18_bafd",
+        str(tmp_path / "net_last.pth"),
+        "--out",
+        str(tmp_path / "small"),
+    ]
+    result = CliRunner().invoke(app, [*args, "--original", str(tmp_path / "resnet18.pth"), "--rate", "0.5"])
+    assert result.exit_code == 0, result.output
+    small = models.load(tmp_path / "small")
+    assert small.arch == tuned.arch
+    assert all(torch.equal(v, tuned.state_dict()[k]) for k, v in small.state_dict().items())
