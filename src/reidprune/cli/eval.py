@@ -104,6 +104,9 @@ def eval_command(
         None, "--device", help="auto | cpu | cuda[:N] (default: the config's device)"
     ),
     json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
+    which_epoch: str | None = typer.Option(
+        None, "--which-epoch", help="MODEL is a run folder: evaluate its epoch_K/ snapshot, last or best"
+    ),
 ) -> None:
     """Evaluate a model: re-ID mAP / mINP / CMC (standard protocol) or classification top-1 / top-5, in percent."""
     from reidprune.config import ConfigError, load_config
@@ -111,6 +114,10 @@ def eval_command(
     from reidprune.errors import DataError
     from reidprune.evaluate import evaluate_classification, evaluate_reid
 
+    if which_epoch is not None:
+        from reidprune.train.snapshots import choose_snapshot
+
+        model = str(choose_snapshot(model, which_epoch))
     if split not in SPLITS:
         raise ConfigError(f"--split {split}: expected one of {', '.join(SPLITS)}")
     cfg = _data_config(load_config(config, overrides or []), data_format, data_root)

@@ -28,11 +28,17 @@ def prune_command(
     overrides: list[str] | None = typer.Argument(
         None, help="dotted overrides, e.g. prune.rounds=24 prune.finetune_epochs=1 train.distill=soft"
     ),
+    save_masked: bool = typer.Option(
+        False,
+        "--save-masked",
+        help="filter methods: also save the full-size model with zero filters in output_dir/masked/",
+    ),
 ) -> None:
     """Compress a trained model, fine-tune it with distillation from the unpruned teacher, evaluate it.
 
     Writes config.yaml, model/ (weights.safetensors + model.json with the compression plan),
-    metrics.json and the fine-tuning logs of every round to output_dir.
+    metrics.json and the fine-tuning logs of every round to output_dir; with --save-masked also
+    masked/, the full-size model with the removed filters set to zero (the BAFD seed's form).
     """
     from reidprune.compress.experiment import prune_experiment
     from reidprune.config import load_config
@@ -44,6 +50,8 @@ def prune_command(
         extra.append(f"prune.rate={rate}")
     if weights is not None:
         extra.append(f"model.weights={weights}")
+    if save_masked:
+        extra.append("prune.save_masked=true")
     cfg = load_config(config, extra)
     summary = prune_experiment(cfg)
     rows = []

@@ -3,7 +3,7 @@
 data -> trained model (model.weights: a reidprune model directory or a foreign checkpoint) ->
 frozen copy as teacher -> `run_schedule` (prune / fine-tune rounds, final fine-tuning) -> test
 evaluation of the unpruned and the compressed model -> params and GMACs of both ->
-output_dir/{config.yaml, model/, metrics.json, round*/, final/}.
+output_dir/{config.yaml, model/, metrics.json, round*/, final/} (+ masked/ with prune.save_masked).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from reidprune.errors import CompressionError
 
 METRICS_JSON = "metrics.json"
 MODEL_DIR = "model"
+MASKED_DIR = "masked"
 
 
 def model_cost(model: Any) -> dict[str, Any]:
@@ -58,7 +59,12 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     from reidprune.train.engine import seed_everything
     from reidprune.train.experiment import evaluate_test
 
-    check_prune_config(cfg.prune)
+    family, _ = check_prune_config(cfg.prune)
+    if cfg.prune.save_masked and family != "filter":
+        raise CompressionError(
+            "prune.save_masked=true: only filter pruning has a zero-filter full-size form, "
+            f"not prune.method={cfg.prune.method}"
+        )
     if not cfg.model.weights:
         raise CompressionError(
             "model.weights is empty: pruning starts from a trained model (a reidprune model directory "
@@ -94,5 +100,10 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         "plan": result.plan.to_dict(),
     }
     save(result.model, out / MODEL_DIR, metadata={"test": after["test"], "method": cfg.prune.method})
+    if cfg.prune.save_masked:
+        from reidprune.compress.filters.masked import masked_model
+
+        masked = masked_model(model, result.model, result.plan)
+        save(masked, out / MASKED_DIR, metadata={"method": cfg.prune.method, "form": "zero filters"})
     (out / METRICS_JSON).write_text(json.dumps(summary, indent=2, default=str))
     return summary

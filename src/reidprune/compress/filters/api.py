@@ -60,16 +60,22 @@ def layer_rates(
 
 
 def select(
-    method: str, weight: torch.Tensor, count: int, k: int = 2, efficient: bool = False
+    method: str,
+    weight: torch.Tensor,
+    count: int,
+    k: int = 2,
+    efficient: bool = False,
+    layer_rate: float | None = None,
 ) -> torch.Tensor:
-    """Indices of the `count` filters `method` removes from one conv weight (n, C_in, kh, kw)."""
+    """Indices of the `count` filters `method` removes from one conv weight (n, C_in, kh, kw);
+    bafd's efficient branch is chosen on `layer_rate` (see `select_bafd`)."""
     if method == "hfp":
         return select_hfp(weight, count)
     if method == "sfp":
         return select_sfp(weight, count)
     if method == "fpgm":
         return select_fpgm(weight, count)
-    return select_bafd(weight, count, k=k, efficient=efficient)
+    return select_bafd(weight, count, k=k, efficient=efficient, layer_rate=layer_rate)
 
 
 def prune_filters(
@@ -104,7 +110,7 @@ def prune_filters(
     for target in targets:
         weight = conv_weight(masked, target)
         count = filters_to_prune(weight.shape[0], rates[target.conv])
-        zero_filters(masked, target, select(method, weight, count, k, efficient))
+        zero_filters(masked, target, select(method, weight, count, k, efficient, rates[target.conv]))
     details = {"criterion": method, "scope": scope, "rates": rates, **extra}
     if method == "bafd":
         details.update(k=k, efficient=efficient)
