@@ -42,7 +42,8 @@ def _cfg(root: Path, weights: Path):  # type: ignore[no-untyped-def]
             f"model.weights={weights}",
         ]
     )
-    cfg.model.kwargs = {k: v for k, v in LINEAR_VIT.items() if k != "num_classes"}
+    cfg.data.height, cfg.data.width = LINEAR_VIT["img_size"]
+    cfg.model.kwargs = {k: v for k, v in LINEAR_VIT.items() if k not in ("num_classes", "img_size")}
     return cfg
 
 
