@@ -9,36 +9,7 @@ import typer
 
 from reidprune.cli.common import console, print_table, write_json
 from reidprune.cli.export import export_errors
-
-RUN_MODEL_DIRS = ("model", "final", "best")  # where prune and train jobs leave their model
-
-
-def resolve_model_dir(path: Path) -> Path:
-    """A model directory, or the model inside a run directory (prune: model/, train: final/ or best/)."""
-    from reidprune.models.checkpoint_io import CheckpointError
-    from reidprune.models.serialization import is_model_dir
-
-    if is_model_dir(path):
-        return path
-    for name in RUN_MODEL_DIRS:
-        if is_model_dir(path / name):
-            return path / name
-    raise CheckpointError(
-        f"{path}: not a reidprune model directory (no model.json) nor a run directory with "
-        f"{' / '.join(RUN_MODEL_DIRS)}/model.json"
-    )
-
-
-def unique_names(paths: list[Path]) -> list[str]:
-    """Short display names: the folder name, or "run/model" when the model sits inside a run; numbered
-    when still ambiguous."""
-    names = [p.name if p.name not in RUN_MODEL_DIRS else f"{p.parent.name}/{p.name}" for p in paths]
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if names.count(name) == 1 else f"{name}#{seen[name]}")
-    return out
+from reidprune.cli.model_dirs import resolve_model_dir, unique_names
 
 
 def bench_command(

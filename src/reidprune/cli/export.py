@@ -56,7 +56,10 @@ def json_path_for(onnx_path: Path) -> Path:
 
 def export_command(
     model: Path = typer.Option(
-        ..., "--model", "-m", help="a reidprune model directory (model.json + weights)"
+        ...,
+        "--model",
+        "-m",
+        help="a reidprune model directory (model.json + weights), or a prune / train run directory",
     ),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx"),
     out: Path | None = typer.Option(
@@ -81,6 +84,7 @@ def export_command(
     """Export a saved model's eval-mode retrieval embedding (+ logits) to ONNX, checked against ONNX Runtime."""
     import dataclasses
 
+    from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.config import ConfigError
     from reidprune.export.onnx import check_onnx, export_onnx, write_export_json
     from reidprune.export.quantize import quantize_int8
@@ -91,6 +95,7 @@ def export_command(
     if quantize not in QUANTIZE:
         raise ConfigError(f"--quantize {quantize}: expected one of {', '.join(QUANTIZE)}")
     static = parse_batch(batch)
+    model = resolve_model_dir(model)
     net = load(model)
     target = out if out is not None else model / "model.onnx"
     if target.is_dir() or not target.suffix:

@@ -16,6 +16,7 @@ from typing import Any
 from reidprune.compress.schedule import check_prune_config, run_schedule
 from reidprune.config import ExperimentConfig, save_config
 from reidprune.errors import CompressionError
+from reidprune.train.classes import check_classifier
 
 METRICS_JSON = "metrics.json"
 MODEL_DIR = "model"
@@ -39,21 +40,26 @@ def model_cost(model: Any) -> dict[str, Any]:
 def load_trained(cfg: ExperimentConfig, weights: str, num_classes: int) -> Any:
     """The trained model to compress: a reidprune model directory, or a foreign checkpoint into which
     `model.name` is shaped first (an AMG head-pruned TransReID, another number of classes, ...)."""
+    from reidprune.data.config import requested_size
     from reidprune.models.checkpoints import create_from_checkpoint
 
-    return create_from_checkpoint(
+    size = requested_size(cfg.data)  # None: the registry entry's own input size
+    model = create_from_checkpoint(
         cfg.model.name,
         weights,
         strict=cfg.model.strict,
         num_classes=num_classes,
-        img_size=[cfg.data.height, cfg.data.width],
+        **({"img_size": list(size)} if size is not None else {}),
         **cfg.model.kwargs,
     )
+    check_classifier(model, num_classes, weights, cfg.data.root)
+    return model
 
 
 def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content."""
     from reidprune.data import build_dataset, build_loaders
+    from reidprune.evaluate.forward import use_model_input_size
     from reidprune.models.serialization import save
     from reidprune.train.distributed import resolve_device
     from reidprune.train.engine import seed_everything
@@ -74,12 +80,13 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
     splits = build_dataset(cfg.data)
-    loaders = build_loaders(cfg.data, splits, seed=cfg.seed)
-    if loaders.train is None:
+    if not splits.train:
         raise CompressionError(
             f"data.root={cfg.data.root}: calibration and fine-tuning need a training split"
         )
     model = load_trained(cfg, cfg.model.weights, splits.num_classes).to(device)
+    use_model_input_size(cfg.data, model)
+    loaders = build_loaders(cfg.data, splits, seed=cfg.seed)
     # the teacher is the model as loaded, unless train.teacher names another (e.g. the original model
     # in step 2 of a head -> token cascade)
     teacher = load_trained(cfg, cfg.train.teacher, splits.num_classes) if cfg.train.teacher else model

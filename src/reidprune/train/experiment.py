@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from reidprune.config import ExperimentConfig, save_config
+from reidprune.data.config import requested_size
 from reidprune.errors import TrainingError
+from reidprune.train.classes import check_classifier
 from reidprune.train.config import check_train_config
 from reidprune.train.distributed import barrier, broadcast_object, init_distributed, resolve_device
 from reidprune.train.engine import fit, seed_everything
@@ -43,24 +45,21 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     if weights and is_model_dir(weights):
         model = models.load(weights)
     else:
-        size = [cfg.data.height, cfg.data.width]
+        size = requested_size(cfg.data)  # None: the registry entry's own input size
+        size_kwargs = {"img_size": list(size)} if size is not None else {}
         if weights:
+            # a foreign checkpoint may change the architecture (AMG / PM pruned): shape the model to it
             model = models.create_from_checkpoint(
                 cfg.model.name,
                 weights,
                 strict=cfg.model.strict,
                 num_classes=num_classes,
-                img_size=size,
+                **size_kwargs,
                 **cfg.model.kwargs,
             )
         else:
-            model = models.create(cfg.model.name, num_classes=num_classes, img_size=size, **cfg.model.kwargs)
-    own = getattr(getattr(model, "arch", None), "num_classes", num_classes)
-    if own != num_classes:
-        raise TrainingError(
-            f"model.weights={weights}: the model has {own} classes but the training split of "
-            f"{cfg.data.root} has {num_classes} identities / classes"
-        )
+            model = models.create(cfg.model.name, num_classes=num_classes, **size_kwargs, **cfg.model.kwargs)
+    check_classifier(model, num_classes, weights, cfg.data.root)
     return model.train()
 
 
@@ -95,6 +94,7 @@ def evaluate_test(model: nn.Module, loaders: Any, cfg: ExperimentConfig) -> dict
 def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     """Run the training job described by `cfg`; returns (and writes, on rank 0) metrics.json's content."""
     from reidprune.data import build_dataset, build_loaders
+    from reidprune.evaluate.forward import use_model_input_size
     from reidprune.models.serialization import load, save
 
     check_train_config(cfg.train)
@@ -106,10 +106,11 @@ def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, A
     splits = build_dataset(cfg.data) if info.is_main else None
     barrier()
     splits = splits if splits is not None else build_dataset(cfg.data)
-    loaders = build_loaders(cfg.data, splits, distributed=info.enabled, seed=cfg.seed)
-    if loaders.train is None:
+    if not splits.train:
         raise TrainingError(f"data.root={cfg.data.root}: the data set has no training split")
     model = build_model(cfg, splits.num_classes)
+    use_model_input_size(cfg.data, model)
+    loaders = build_loaders(cfg.data, splits, distributed=info.enabled, seed=cfg.seed)
     teacher = build_teacher(cfg, model, splits.num_classes)
     if info.is_main:
         save_config(cfg, out)
