@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from reidprune.cli.data import register
 from reidprune.data.formats import parse
 from reidprune.data.synth import SynthSpec, generate, plan, render
+from reidprune.data.synth.generate import cameras, render_job
 from reidprune.data.synth.appearance import sample_camera, sample_person
 from reidprune.errors import DataError
 
@@ -116,3 +118,29 @@ def test_cli_synth_then_info(tmp_path: Path) -> None:
     assert "market1501" in info.output and "query" in info.output
     missing = runner.invoke(app, ["data", "info", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "data set folder not found" in missing.output
+
+
+# SHA-256 of the JPEG bytes of a few images of the default set (120 ids, seed 0): a query, a training
+# image, a distractor (pid 0), a junk crop (pid -1), and the occluded variant's first query and a
+# side-occluded gallery image. The README's accuracy figures were measured on these bytes: a
+# renderer speed-up must leave them unchanged (a Pillow / libjpeg upgrade may change them too).
+DEFAULT_SET_HASHES = {
+    (False, 0): "9aba8fb36114b98a88adbd35acdd1f1972c1ce2014106af571b697bd050c71d4",
+    (False, 26): "81cdc725b1d13343e7af516e4622e8b9164038e17194a2f8ce107197c152f487",
+    (False, 1000): "4e6cd2118df088de37891e25fa3b4119d832d9269462f9303fa6d6f772f07927",
+    (False, 2921): "51e11cb4fc08dcb186f50a8450d57f87d5bbd22eb0bce91bcda5dbca00abe82a",
+    (False, 2951): "4802c38a5b15297c876c11091c84376380b18179399187cfa03165e2b0c8e14b",
+    (True, 0): "3316a6ba7932fe568f5ffafe67ba433232018f9d51511f539f51f9c9404ed72e",
+    (True, 2): "4db89fdd553ca8ff0e6dcb56690d520bcb54b59b5af340d30683b7b0e821a422",
+}
+
+
+def test_default_set_images_are_pinned() -> None:
+    found = {}
+    for occluded in (False, True):
+        spec = SynthSpec(120, occluded, 0)
+        jobs, cams = plan(spec), cameras(0)
+        for occ, number in DEFAULT_SET_HASHES:
+            if occ == occluded:
+                found[occ, number] = hashlib.sha256(render_job(jobs[number], spec, cams)).hexdigest()
+    assert found == DEFAULT_SET_HASHES
