@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reidprune.atomic import write_json
 from reidprune.config import ExperimentConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).with_name("demo.yaml")  # packaged with reidprune
@@ -236,5 +237,5 @@ def run_demo(
 
         result.report = build_report(runs, root / "report.html")
         _say(f"report: {result.report}", log)
-    (root / "summary.json").write_text(json.dumps(result.rows, indent=2))
+    write_json(root / "summary.json", result.rows)
     return result

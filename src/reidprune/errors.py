@@ -7,6 +7,8 @@ module free of imports lets any module raise them without import cycles.
 
 from __future__ import annotations
 
+from reidprune.atomic import FolderLockedError  # the one writer's error; atomic imports nothing of ours
+
 
 class ConfigError(ValueError):
     """A configuration file or override does not fit the schema; the message names the key."""
@@ -43,4 +45,5 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CompressionError,
     TrainingError,
     FileNotFoundError,
+    FolderLockedError,
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -29,9 +28,8 @@ def synth_command(
             )
         if not force:
             raise DataError(f"{out} already holds a generated set; pass --force to replace it")
-        shutil.rmtree(out)
     start = time.perf_counter()
-    manifest = generate(out, ids=ids, occluded=occluded, seed=seed)
+    manifest = generate(out, ids=ids, occluded=occluded, seed=seed, replace=force)
     seconds = time.perf_counter() - start
     rows = [{"folder": folder, "images": count} for folder, count in manifest["images"].items()]
     print_table(f"synthetic re-ID set in {out}", rows)

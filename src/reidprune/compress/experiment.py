@@ -9,10 +9,10 @@ output_dir/{config.yaml, model/, metrics.json, round*/, final/}.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
+from reidprune.atomic import write_json
 from reidprune.compress.schedule import check_prune_config, run_schedule
 from reidprune.config import ExperimentConfig, save_config
 from reidprune.errors import CompressionError
@@ -94,5 +94,5 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         "plan": result.plan.to_dict(),
     }
     save(result.model, out / MODEL_DIR, metadata={"test": after["test"], "method": cfg.prune.method})
-    (out / METRICS_JSON).write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / METRICS_JSON, summary)
     return summary

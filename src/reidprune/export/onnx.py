@@ -380,6 +380,6 @@ def describe_source(model: nn.Module) -> dict[str, Any]:
 
 
 def write_export_json(report: ExportReport, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps({**report.to_dict(), **(extra or {})}, indent=2, default=str))
-    return path
+    from reidprune.atomic import write_json
+
+    return write_json(path, {**report.to_dict(), **(extra or {})})

@@ -10,13 +10,13 @@ Works in one process or under `torchrun` (rank 0 writes; every rank trains and e
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from reidprune.atomic import write_json
 from reidprune.config import ExperimentConfig, save_config
 from reidprune.errors import TrainingError
 from reidprune.train.config import check_train_config
@@ -144,7 +144,7 @@ def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, A
         summary["note"] = "classification set: its val/ split both selects the best epoch and is reported"
     if info.is_main:
         save(final, out / FINAL_DIR, metadata={"steps": result.steps, "test": test_final})
-        (out / METRICS_JSON).write_text(json.dumps(summary, indent=2))
+        write_json(out / METRICS_JSON, summary)
     barrier()
     if info.enabled:
         torch.distributed.destroy_process_group()

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from reidprune.atomic import folder_lock, temporary_folder
 from reidprune.data.synth.appearance import Camera, sample_camera, sample_person
 from reidprune.data.synth.render import render
 from reidprune.errors import DataError
@@ -125,20 +124,31 @@ def render_job(job: Job, spec: SynthSpec, cams: list[Camera]) -> bytes:
     return buffer.getvalue()
 
 
-def generate(out: str | Path, ids: int = 120, occluded: bool = False, seed: int = 0) -> dict:
-    """Write the set into `out` (which must not exist, or be an empty folder); returns the manifest."""
-    spec = SynthSpec(ids, occluded, seed)
-    jobs = plan(spec)
+def lock(out: Path):
+    """One writer per set: a lock file next to `out` (inside it would make the folder non-empty)."""
+    return folder_lock(out, lock_file=out.parent / f".{out.name}.lock")
+
+
+def generate(
+    out: str | Path, ids: int = 120, occluded: bool = False, seed: int = 0, replace: bool = False
+) -> dict:
+    """Write the set into `out` (which must not exist, or be an empty folder, or with `replace` hold a
+    set generated before); returns the manifest. The set is written under a temporary name and
+    swapped in whole, so a killed run leaves the old folder (or none)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    with lock(out):
+        return _generate(out, SynthSpec(ids, occluded, seed), replace)
+
+
+def _generate(out: Path, spec: SynthSpec, replace: bool = False) -> dict:
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not (replace and out.is_dir() and read_manifest(out) is not None):
         raise DataError(f"synth: {out} already exists and is not an empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    for folder in FOLDERS:
-        (partial / folder).mkdir(parents=True)
-    cams = cameras(seed)
-    try:
+    jobs = plan(spec)
+    cams = cameras(spec.seed)
+    with temporary_folder(out) as partial:
+        for folder in FOLDERS:
+            (partial / folder).mkdir(parents=True)
         for job in jobs:
             (partial / job.folder / job.name).write_bytes(render_job(job, spec, cams))
         manifest = {
@@ -149,12 +159,6 @@ def generate(out: str | Path, ids: int = 120, occluded: bool = False, seed: int 
             "images": {folder: sum(j.folder == folder for j in jobs) for folder in FOLDERS},
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -173,13 +177,15 @@ def ensure(root: str | Path, ids: int = 120, occluded: bool = False, seed: int =
     same parameters (DataError naming both otherwise)."""
     root = Path(root)
     if not (root / "bounding_box_train").is_dir():
-        if root.exists() and root.is_dir() and any(root.iterdir()):
-            raise DataError(
-                f"format=synth: {root} is not empty and holds no generated set; point data.root at an "
-                "empty or missing folder"
-            )
-        generate(root, ids, occluded, seed)
-        return root
+        with lock(root):  # two runs sharing data.root: the second waits for nothing, it is refused
+            if not (root / "bounding_box_train").is_dir():
+                if root.exists() and root.is_dir() and any(root.iterdir()):
+                    raise DataError(
+                        f"format=synth: {root} is not empty and holds no generated set; point data.root "
+                        "at an empty or missing folder"
+                    )
+                _generate(root, SynthSpec(ids, occluded, seed))
+                return root
     manifest = read_manifest(root)
     if manifest is None:
         raise DataError(
