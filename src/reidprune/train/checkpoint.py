@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from reidprune.atomic import temporary_file
-from reidprune.models.checkpoint_io import CheckpointError
+from reidprune.models.checkpoint_io import CheckpointError, refused_pickle
 
 FORMAT = "reidprune-train"
 FORMAT_VERSION = 1
@@ -71,10 +71,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to unpickle objects other than tensors and plain containers "
-            f"({str(err).splitlines()[0]})"
-        ) from None
+        raise CheckpointError(refused_pickle(path, err)) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
         raise CheckpointError(
             f"{path}: not a readable training checkpoint ({str(err).splitlines()[0]})"
