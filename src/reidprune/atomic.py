@@ -98,12 +98,13 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def temporary_file(target: str | Path) -> Iterator[Path]:
-    """Yield a unique temporary path next to `target`; when the block ends without an error, the file
-    written there is synced, given the usual mode and renamed onto `target` (else it is removed)."""
+def temporary_file(target: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a unique temporary path next to `target` (ending in `suffix`, for libraries that look at
+    it); when the block ends without an error, the file written there is synced, given the usual mode
+    and renamed onto `target` (else it is removed)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(target)
+    tmp = temporary_name(target, suffix)
     try:
         yield tmp
         if not tmp.is_file():
@@ -114,7 +115,7 @@ def temporary_file(target: str | Path) -> Iterator[Path]:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(target.parent)
-    remove_leftovers(target)
+    remove_leftovers(target, suffix)
 
 
 def write_bytes(target: str | Path, data: bytes) -> Path:
