@@ -28,11 +28,15 @@ def prune_command(
     overrides: list[str] | None = typer.Argument(
         None, help="dotted overrides, e.g. prune.rounds=24 prune.finetune_epochs=1 train.distill=soft"
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace the run output_dir holds (its outputs are deleted first)"
+    ),
 ) -> None:
     """Compress a trained model, fine-tune it with distillation from the unpruned teacher, evaluate it.
 
     Writes config.yaml, model/ (weights.safetensors + model.json with the compression plan),
-    metrics.json and the fine-tuning logs of every round to output_dir.
+    metrics.json and the fine-tuning logs of every round to output_dir. An output_dir that holds
+    another run is refused unless --overwrite is given; other files in it are left alone.
     """
     from reidprune.compress.experiment import prune_experiment
     from reidprune.config import load_config
@@ -45,7 +49,7 @@ def prune_command(
     if weights is not None:
         extra.append(f"model.weights={weights}")
     cfg = load_config(config, extra)
-    summary = prune_experiment(cfg)
+    summary = prune_experiment(cfg, overwrite=overwrite)
     rows = []
     for which in ("unpruned", "pruned"):
         entry = summary[which]

@@ -12,10 +12,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from reidprune.atomic import write_json
+from reidprune.atomic import folder_lock, write_json
 from reidprune.compress.schedule import check_prune_config, run_schedule
 from reidprune.config import ExperimentConfig, save_config
 from reidprune.errors import CompressionError
+from reidprune.run_folder import prepare_output_dir
 
 METRICS_JSON = "metrics.json"
 MODEL_DIR = "model"
@@ -50,20 +51,30 @@ def load_trained(cfg: ExperimentConfig, weights: str, num_classes: int) -> Any:
     )
 
 
-def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content."""
-    from reidprune.data import build_dataset, build_loaders
-    from reidprune.models.serialization import save
-    from reidprune.train.distributed import resolve_device
-    from reidprune.train.engine import seed_everything
-    from reidprune.train.experiment import evaluate_test
+def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content.
 
+    output_dir is locked for the run; a folder that holds another run is refused unless `overwrite`
+    (its run outputs are removed first).
+    """
     check_prune_config(cfg.prune)
     if not cfg.model.weights:
         raise CompressionError(
             "model.weights is empty: pruning starts from a trained model (a reidprune model directory "
             "from `reidprune train`, or a foreign checkpoint such as a TransReID .pth)"
         )
+    with folder_lock(cfg.output_dir):
+        prepare_output_dir(cfg, overwrite=overwrite)
+        return _prune(cfg)
+
+
+def _prune(cfg: ExperimentConfig) -> dict[str, Any]:
+    from reidprune.data import build_dataset, build_loaders
+    from reidprune.models.serialization import save
+    from reidprune.train.distributed import resolve_device
+    from reidprune.train.engine import seed_everything
+    from reidprune.train.experiment import evaluate_test
+
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
