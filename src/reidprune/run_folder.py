@@ -70,13 +70,15 @@ def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(
     saved: dict[str, Any], cfg: ExperimentConfig, ignore: frozenset[str] = frozenset()
 ) -> list[str]:
-    """`key: saved -> now` for every setting of `cfg` that differs from the `saved` resolved config."""
+    """`key: saved -> now` for every setting of `cfg` that differs from the `saved` resolved config.
+    ignore: dotted keys, or prefixes ending in "." (e.g. "prune.") for whole sections."""
     now = _flat(OmegaConf.to_container(OmegaConf.create(to_yaml(cfg))))
     before = _flat(saved)
+    prefixes = tuple(key for key in ignore if key.endswith("."))
     return [
         f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
         for key in sorted(set(now) | set(before))
-        if key not in ignore and before.get(key) != now.get(key)
+        if key not in ignore and not key.startswith(prefixes) and before.get(key) != now.get(key)
     ]
 
 
