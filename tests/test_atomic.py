@@ -100,3 +100,13 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="taking over the lock left by pid 999999"), folder_lock(tmp_path):
         owner = json.loads((tmp_path / atomic.LOCK_NAME).read_text())
     assert owner == {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def test_a_folder_cannot_replace_a_file(tmp_path):
+    (tmp_path / "out").write_text("a file")
+    with (
+        pytest.raises(NotADirectoryError, match="out exists and is not a folder"),
+        temporary_folder(tmp_path / "out"),
+    ):
+        pass
+    assert (tmp_path / "out").read_text() == "a file"

@@ -177,6 +177,8 @@ def temporary_folder(target: str | Path) -> Iterator[Path]:
     """Yield a new empty temporary sibling folder of `target`; when the block ends without an error it
     replaces `target` as a whole (see `replace_folder`), else it is removed."""
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(target, ".partial")
     tmp.mkdir()

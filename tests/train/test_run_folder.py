@@ -18,7 +18,10 @@ from reidprune.train.experiment import train_experiment
 
 
 def _cfg(out: Path, *overrides: str) -> ExperimentConfig:
-    return load_config(None, [f"output_dir={out}", "data.root=/nonexistent/data", *overrides])
+    # a data set that is not there: a job that gets past the folder checks fails at once
+    return load_config(
+        None, [f"output_dir={out}", "data.format=market1501", f"data.root={out}/missing", *overrides]
+    )
 
 
 def _old_run(out: Path) -> ExperimentConfig:
@@ -94,7 +97,9 @@ def test_a_folder_locked_by_another_job_is_refused(tmp_path) -> None:
 def test_cli_names_the_folder_in_one_line_and_offers_overwrite(tmp_path) -> None:
     _register()
     _old_run(tmp_path)
-    refused = CliRunner().invoke(app, ["train", f"output_dir={tmp_path}", "data.root=/nonexistent"])
+    refused = CliRunner().invoke(
+        app, ["train", f"output_dir={tmp_path}", "data.format=market1501", f"data.root={tmp_path}/missing"]
+    )
     assert refused.exit_code == 2
     assert f"output_dir {tmp_path} already holds a run" in " ".join(refused.output.split())  # rich wraps
     assert "Traceback" not in refused.output
