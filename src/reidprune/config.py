@@ -95,11 +95,9 @@ def to_yaml(config: Any) -> str:
 
 def save_config(config: Any, directory: str | Path, filename: str = "config.yaml") -> Path:
     """Write the resolved config next to a job's outputs."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / filename
-    target.write_text(to_yaml(config))
-    return target
+    from reidprune.atomic import write_text
+
+    return write_text(Path(directory) / filename, to_yaml(config))
 
 
 def replace(config: T, **changes: Any) -> T:

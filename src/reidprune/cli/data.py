@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -63,7 +62,6 @@ def synth_command(
             )
         if not force:
             raise DataError(f"{out} already holds a generated set; pass --force to replace it")
-        shutil.rmtree(out)
     bar = Progress(
         TextColumn("[bold]rendering"),
         BarColumn(),
@@ -84,6 +82,7 @@ def synth_command(
             layout=layout,
             workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            replace=force,
         )
     seconds = time.perf_counter() - start
     rows = [{"folder": folder, "images": count} for folder, count in manifest["images"].items()]

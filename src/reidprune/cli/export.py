@@ -86,7 +86,7 @@ def export_command(
 
     from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.config import ConfigError
-    from reidprune.export.onnx import check_onnx, export_onnx, write_export_json
+    from reidprune.export.onnx import check_onnx, export_onnx, model_dir_sha256, write_export_json
     from reidprune.export.quantize import quantize_int8
     from reidprune.models import load
 
@@ -100,8 +100,18 @@ def export_command(
     target = out if out is not None else model / "model.onnx"
     if target.is_dir() or not target.suffix:
         target = target / "model.onnx"  # a folder was given
-    report = export_onnx(net, target, opset=opset, batch=static, exporter=exporter, tolerance=tolerance)
-    extra: dict[str, Any] = {"model_dir": str(model)}
+    extra: dict[str, Any] = {"model_dir": str(model), "model_sha256": model_dir_sha256(model)}
+    # the graph lands only after its check passed; export.json is rewritten last, with what follows
+    report = export_onnx(
+        net,
+        target,
+        opset=opset,
+        batch=static,
+        exporter=exporter,
+        tolerance=tolerance,
+        json_path=json_path_for(target),
+        extra=extra,
+    )
     check = report.check
     rows = [
         {

@@ -33,12 +33,17 @@ def prune_command(
         "--save-masked",
         help="filter methods: also save the full-size model with zero filters in output_dir/masked/",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace the run output_dir holds (its outputs are deleted first)"
+    ),
 ) -> None:
     """Compress a trained model, fine-tune it with distillation from the unpruned teacher, evaluate it.
 
     Writes config.yaml, model/ (weights.safetensors + model.json with the compression plan),
     metrics.json and the fine-tuning logs of every round to output_dir; with --save-masked also
-    masked/, the full-size model with the removed filters set to zero (the BAFD seed's form).
+    masked/, the full-size model with the removed filters set to zero (the BAFD seed's form). An
+    output_dir that holds another run is refused unless --overwrite is given; other files in it are
+    left alone.
     """
     from reidprune.compress.experiment import prune_experiment
     from reidprune.config import load_config
@@ -53,7 +58,7 @@ def prune_command(
     if save_masked:
         extra.append("prune.save_masked=true")
     cfg = load_config(config, extra)
-    summary = prune_experiment(cfg)
+    summary = prune_experiment(cfg, overwrite=overwrite)
     rows = []
     for which in ("unpruned", "pruned"):
         entry = summary[which]

@@ -9,13 +9,14 @@ output_dir/{config.yaml, model/, metrics.json, round*/, final/} (+ masked/ with 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
+from reidprune.atomic import folder_lock, write_json
 from reidprune.compress.schedule import check_prune_config, run_schedule
 from reidprune.config import ExperimentConfig, save_config
 from reidprune.errors import CompressionError
+from reidprune.run_folder import prepare_output_dir
 from reidprune.train.classes import check_classifier
 
 METRICS_JSON = "metrics.json"
@@ -56,15 +57,12 @@ def load_trained(cfg: ExperimentConfig, weights: str, num_classes: int) -> Any:
     return model
 
 
-def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content."""
-    from reidprune.data import build_dataset, build_loaders
-    from reidprune.evaluate.forward import use_model_input_size
-    from reidprune.models.serialization import save
-    from reidprune.train.distributed import resolve_device
-    from reidprune.train.engine import seed_everything
-    from reidprune.train.experiment import evaluate_test
+def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content.
 
+    output_dir is locked for the run; a folder that holds another run is refused unless `overwrite`
+    (its run outputs are removed first).
+    """
     family, _ = check_prune_config(cfg.prune)
     if cfg.prune.save_masked and family != "filter":
         raise CompressionError(
@@ -76,6 +74,19 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             "model.weights is empty: pruning starts from a trained model (a reidprune model directory "
             "from `reidprune train`, or a foreign checkpoint such as a TransReID .pth)"
         )
+    with folder_lock(cfg.output_dir):
+        prepare_output_dir(cfg, overwrite=overwrite)
+        return _prune(cfg)
+
+
+def _prune(cfg: ExperimentConfig) -> dict[str, Any]:
+    from reidprune.data import build_dataset, build_loaders
+    from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.models.serialization import save
+    from reidprune.train.distributed import resolve_device
+    from reidprune.train.engine import seed_everything
+    from reidprune.train.experiment import evaluate_test
+
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
@@ -112,5 +123,5 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
 
         masked = masked_model(model, result.model, result.plan)
         save(masked, out / MASKED_DIR, metadata={"method": cfg.prune.method, "form": "zero filters"})
-    (out / METRICS_JSON).write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / METRICS_JSON, summary)
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,11 +45,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
         detail = _error_line(err, REFUSALS)
         if not any(marker in detail for marker in REFUSALS):  # not a pickle at all: random bytes, text
             raise CheckpointError(f"{path}: not a PyTorch checkpoint ({detail})") from None
-        raise CheckpointError(
-            f"{path}: refused to unpickle: the file holds objects other than tensors, plain containers "
-            f"and numpy integers ({detail}). reidprune only reads weights-only checkpoints; re-save it "
-            "with torch.save(model.state_dict(), path) in the environment that produced it"
-        ) from None
+        raise CheckpointError(refused_pickle(path, err)) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, IndexError, ValueError) as err:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_error_line(err)})") from None
     return unwrap_state_dict(obj, where=str(path))
@@ -79,6 +76,23 @@ def numpy_number_globals() -> list[Any]:
     kinds = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
     allowed += [type(np.dtype(kind)) for kind in kinds]  # e.g. numpy.dtypes.Int64DType
     return allowed
+
+
+def refused_pickle(path: str | Path, err: BaseException) -> str:
+    """What to say about a pickle that `torch.load(weights_only=True)` refused: which class it needs,
+    that it was not loaded, and how to get a weights-only file (never how to load it unsafely)."""
+    # "Unsupported global: GLOBAL a.b.C" or "... but got <class 'a.b.C'>", as torch words it
+    found = re.search(r"GLOBAL ([\w.]+)|<class '([\w.]+)'>", str(err))
+    what = (
+        f"an object of class {found.group(1) or found.group(2)}"
+        if found
+        else "an object that is not a tensor"
+    )
+    return (
+        f"{path}: not loaded: the file holds code or objects other than weights ({what}), and reidprune "
+        "never unpickles those. Re-save only the weights, torch.save(model.state_dict(), path), "
+        "where the file was made"
+    )
 
 
 def _error_line(err: BaseException, prefer: tuple[str, ...] = ()) -> str:

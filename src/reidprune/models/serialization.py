@@ -1,14 +1,15 @@
 """reidprune's own model format: model.json (architecture + compression plan) + weights.safetensors.
 
 No pickle anywhere: the architecture is plain JSON validated against the family's dataclass, the
-weights are safetensors. Files are written to temporary names and renamed, so an interrupted save
-never leaves a half-written model behind.
+weights are safetensors. `save` writes the whole folder under a temporary sibling name and swaps it
+in (reidprune.atomic), so a reader or an interrupted save sees the old complete model or the new one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from reidprune.atomic import default_file_mode, temporary_folder
 from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked
 from reidprune.models.registry import arch_from_dict, arch_to_dict, build
@@ -26,13 +28,25 @@ MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
 
 
-def _atomic_write_bytes(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+def _carry_over(old: Path, new: Path) -> None:
+    """Other entries of a folder being replaced (e.g. an exported model.onnx) go into the new one;
+    files as hard links where the file system allows, so nothing large is copied."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if not old.is_dir():
+        return
+    for item in old.iterdir():
+        if item.name in (MODEL_JSON, WEIGHTS) or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, new / item.name, copy_function=link_or_copy)
+        else:
+            link_or_copy(str(item), str(new / item.name))
 
 
 def save(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -49,7 +63,6 @@ def save(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | Non
             "cannot be saved; save the model before folding and fold it again after loading"
         )
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     plan = plan_of(model)
     description = {
         "format": FORMAT,
@@ -60,10 +73,12 @@ def save(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | Non
     }
     # safetensors refuses shared storage; every tensor gets its own contiguous copy
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp_weights = directory / f".{WEIGHTS}.tmp"
-    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
-    os.replace(tmp_weights, directory / WEIGHTS)
-    _atomic_write_bytes(directory / MODEL_JSON, json.dumps(description, indent=2).encode())
+    with temporary_folder(directory) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / MODEL_JSON).write_text(json.dumps(description, indent=2))
+        for name in (WEIGHTS, MODEL_JSON):  # the usual mode (safetensors writes 0600), shareable
+            os.chmod(tmp / name, default_file_mode())
+        _carry_over(directory, tmp)
     return directory
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from reidprune.atomic import write_text
 from reidprune.errors import CheckpointError, ConfigError, DataError
 from reidprune.report.runs import Entry, Run, fill_costs, load_run, unpruned_model_for_timing
 
@@ -114,7 +115,7 @@ def build_report(
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    write_text(out, html)
     return out
 
 

@@ -42,6 +42,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from reidprune.atomic import temporary_file
 from reidprune.errors import TrainingError
 from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked
 from reidprune.models.output import ModelOutput
@@ -415,10 +416,9 @@ class Engine:
             save(self.model, target, metadata={"epoch": self.epoch, **(self.best or {})})
             return target
         target = self.output_dir / BEST_WEIGHTS
-        tmp = target.with_name(f".{target.name}.tmp")
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
-        save_file(tensors, str(tmp))
-        os.replace(tmp, target)
+        with temporary_file(target) as tmp:
+            save_file(tensors, str(tmp))
         return target
 
     def _save_snapshot(self) -> Path:

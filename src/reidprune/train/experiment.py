@@ -9,17 +9,19 @@ Works in one process or under `torchrun` (rank 0 writes; every rank trains and e
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from reidprune.atomic import FolderLockedError, folder_lock, write_json
 from reidprune.config import ExperimentConfig, save_config
 from reidprune.data.config import requested_size
-from reidprune.errors import TrainingError
+from reidprune.errors import ConfigError, TrainingError
+from reidprune.run_folder import prepare_output_dir
 from reidprune.train.classes import check_classifier
 from reidprune.train.config import check_train_config
 from reidprune.train.distributed import barrier, broadcast_object, init_distributed, resolve_device
@@ -91,14 +93,33 @@ def evaluate_test(model: nn.Module, loaders: Any, cfg: ExperimentConfig) -> dict
     return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
-def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
-    """Run the training job described by `cfg`; returns (and writes, on rank 0) metrics.json's content."""
+def train_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run the training job described by `cfg`; returns (and writes, on rank 0) metrics.json's content.
+
+    output_dir is locked for the run (a second job into it is refused), and a folder that holds
+    another run is refused unless `resume` (same config) or `overwrite` (its run outputs are removed).
+    """
+    check_train_config(cfg.train)
+    info = init_distributed(cfg.device)
+    with contextlib.ExitStack() as held:
+        refusal = None
+        if info.is_main:  # rank 0 writes; every rank stops with its message
+            try:
+                held.enter_context(folder_lock(cfg.output_dir))
+                prepare_output_dir(cfg, resume=resume, overwrite=overwrite)
+            except (ConfigError, FolderLockedError) as err:
+                refusal = err
+        refusal = broadcast_object(refusal)
+        if refusal is not None:
+            raise refusal
+        return _train(cfg, info, resume)
+
+
+def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     from reidprune.data import build_dataset, build_loaders
     from reidprune.evaluate.forward import use_model_input_size
     from reidprune.models.serialization import load, save
 
-    check_train_config(cfg.train)
-    info = init_distributed(cfg.device)
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
@@ -150,7 +171,7 @@ def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, A
         summary["note"] = "classification set: its val/ split both selects the best epoch and is reported"
     if info.is_main:
         save(final, out / FINAL_DIR, metadata={"steps": result.steps, "test": test_final})
-        (out / METRICS_JSON).write_text(json.dumps(summary, indent=2))
+        write_json(out / METRICS_JSON, summary)
     barrier()
     if info.enabled:
         torch.distributed.destroy_process_group()

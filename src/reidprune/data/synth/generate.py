@@ -28,7 +28,6 @@ import io
 import json
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from reidprune.atomic import folder_lock, temporary_folder
 from reidprune.data.synth.appearance import Camera, Person, sample_camera, sample_person
 from reidprune.data.synth.render import HEIGHT, WIDTH, render
 from reidprune.errors import DataError
@@ -198,6 +198,11 @@ def layout_paths(jobs: Sequence[Job], layout: str) -> list[tuple[Job, str]]:
     return paths
 
 
+def lock(out: Path):
+    """One writer per set: a lock file next to `out` (inside it would make the folder non-empty)."""
+    return folder_lock(out, lock_file=out.parent / f".{out.name}.lock")
+
+
 def generate(
     out: str | Path,
     ids: int = 120,
@@ -208,8 +213,11 @@ def generate(
     layout: str = "market1501",
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    replace: bool = False,
 ) -> dict:
-    """Write the set into `out` (which must not exist, or be an empty folder); returns the manifest.
+    """Write the set into `out` (which must not exist, or be an empty folder, or with `replace` hold a
+    set generated before); returns the manifest. The set is written under a temporary name and
+    swapped in whole, so a killed run leaves the old folder (or none).
 
     workers: processes rendering in parallel (1: in this process); the bytes do not depend on it.
     progress: called with (images written, images in the set) after every chunk of images.
@@ -217,18 +225,27 @@ def generate(
     if workers < 1:
         raise DataError(f"synth workers={workers}: expected >= 1")
     spec = SynthSpec(ids, occluded, seed, tuple(size), layout)  # type: ignore[arg-type]
-    targets = layout_paths(plan(spec), layout)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    with lock(out):
+        return _generate(out, spec, replace, workers, progress)
+
+
+def _generate(
+    out: Path,
+    spec: SynthSpec,
+    replace: bool = False,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not (replace and out.is_dir() and read_manifest(out) is not None):
         raise DataError(f"synth: {out} already exists and is not an empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    for folder in sorted({str(Path(path).parent) for _, path in targets}):
-        (partial / folder).mkdir(parents=True)
-    try:
+    targets = layout_paths(plan(spec), spec.layout)
+    with temporary_folder(out) as partial:
+        for folder in sorted({str(Path(path).parent) for _, path in targets}):
+            (partial / folder).mkdir(parents=True)
         _write_images(partial, spec, targets, workers, progress)
-        if layout == "msmt17":
+        if spec.layout == "msmt17":
             counts = _write_msmt_lists(partial, targets)
         else:
             counts = {folder: sum(job.folder == folder for job, _ in targets) for folder in FOLDERS}
@@ -240,12 +257,6 @@ def generate(
             "images": counts,
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -315,15 +326,17 @@ def ensure(root: str | Path, ids: int = 120, occluded: bool = False, seed: int =
     """Generate the set into `root` when it is missing; check an existing one was made with the
     same parameters (DataError naming both otherwise)."""
     root = Path(root)
+    if read_manifest(root) is None and not (root / "bounding_box_train").is_dir():
+        with lock(root):  # two runs sharing data.root: the second waits for nothing, it is refused
+            if read_manifest(root) is None and not (root / "bounding_box_train").is_dir():
+                if root.exists() and root.is_dir() and any(root.iterdir()):
+                    raise DataError(
+                        f"format=synth: {root} is not empty and holds no generated set; point data.root "
+                        "at an empty or missing folder"
+                    )
+                _generate(root, SynthSpec(ids, occluded, seed))
+                return root
     manifest = read_manifest(root)
-    if manifest is None and not (root / "bounding_box_train").is_dir():
-        if root.exists() and root.is_dir() and any(root.iterdir()):
-            raise DataError(
-                f"format=synth: {root} is not empty and holds no generated set; point data.root at an "
-                "empty or missing folder"
-            )
-        generate(root, ids, occluded, seed)
-        return root
     if manifest is None:
         raise DataError(
             f"format=synth: {root} holds a Market-1501 layout without {MANIFEST}; it was not generated "
