@@ -117,9 +117,16 @@ def test_soft_zeros_of_a_reidprune_resnet_extract_the_same_through_both_paths():
         torch.testing.assert_close(graph.eval()(images).embedding, exact.eval()(images).embedding)
 
 
-def test_the_soft_callback_masks_a_foreign_cnn_and_extracts_what_it_selected():
+@pytest.mark.parametrize(
+    ("base", "kwargs"),
+    [
+        ("torchvision:mobilenet_v2", {"num_classes": 5, "width_mult": 0.25}),
+        pytest.param("torchvision:mobilenet_v3_small", {"num_classes": 5}, marks=pytest.mark.slow),  # SE
+    ],
+)
+def test_the_soft_callback_masks_a_foreign_cnn_and_extracts_what_it_selected(base, kwargs):
     torch.manual_seed(0)
-    model = build_foreign("torchvision:mobilenet_v2", num_classes=5, width_mult=0.25)
+    model = build_foreign(base, **kwargs)
     callback = filter_pruning_callback(model, "sfp", 0.5, input_size=SIZE)
     callback.on_epoch_end(FakeEngine(model), 0)
     small, plan = callback.extract(model, check_size=SIZE)

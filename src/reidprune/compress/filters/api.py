@@ -216,7 +216,8 @@ def filter_pruning_callback(
     if method == "hfp":
         raise CompressionError("hfp prunes once before training: use prune_filters(model, 'hfp', rate)")
     if _use_graph(model, "auto", scope):
-        targets = graph_targets(unwrap(model), build_graph(unwrap(model), input_size))
+        # the callback masks a conv through its BN: convs without one (SE squeeze) stay one-shot only
+        targets = [t for t in graph_targets(unwrap(model), build_graph(unwrap(model), input_size)) if t.bn]
     else:
         targets = prunable_convs(model, scope)
     rates, extra = layer_rates(

@@ -67,6 +67,11 @@ def example_input(model: nn.Module, input_size: tuple[int, int] | list[int] | No
 
 def build_graph(model: nn.Module, input_size: tuple[int, int] | list[int] | None = None) -> Any:
     """The Torch-Pruning dependency graph of `model`, traced in eval mode on one (1, 3, H, W) input."""
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise CompressionError(
+            f"filter pruning needs a CNN (a reidprune ResNet or a torchvision / timm / torchreid CNN); "
+            f"{type(model).__name__} has no Conv2d"
+        )
     tp = torch_pruning()
     was_training = model.training
     model.eval()
@@ -74,6 +79,11 @@ def build_graph(model: nn.Module, input_size: tuple[int, int] | list[int] | None
         return tp.DependencyGraph().build_dependency(
             model, example_inputs=example_input(model, input_size), output_transform=_first_tensor
         )
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise CompressionError(
+            f"tracing {type(model).__name__} on a (1, 3, {input_size or DEFAULT_INPUT_SIZE}) input failed "
+            f"({err}); pass check_size=(H, W) / input_size=(H, W) that the model accepts"
+        ) from None
     finally:
         model.train(was_training)
 
