@@ -65,6 +65,7 @@ def test_half_of_internal_filters_pruned_runs_is_smaller_keeps_the_largest_l1_an
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # input untouched
     assert count_gmacs(small, SIZE)["gmacs"] < 0.8 * count_gmacs(model, SIZE)["gmacs"]
     assert _outputs(small).shape == _outputs(model).shape
+    assert plan.details["check_max_rel_deviation"] <= 1e-5  # equals the group-masked model
     # the first pruned conv, checked by hand: HFP keeps the n - floor(n/2) filters of largest L1
     name, layer = next(iter(plan.details["layers"].items()))
     weight = model.get_submodule(name).weight.detach()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -178,8 +179,12 @@ def save_foreign(model: nn.Module, directory: str | Path, metadata: dict[str, An
         "metadata": metadata or {},
     }
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(tensors, str(directory / WEIGHTS), metadata={"format": FORMAT})
-    (directory / MODEL_JSON).write_text(json.dumps(description, indent=2))
+    # temporary names, then renames (model.json last): an interrupted save leaves no half-written model
+    tmp_weights, tmp_json = directory / f".{WEIGHTS}.tmp", directory / f".{MODEL_JSON}.tmp"
+    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
+    tmp_json.write_text(json.dumps(description, indent=2))
+    os.replace(tmp_weights, directory / WEIGHTS)
+    os.replace(tmp_json, directory / MODEL_JSON)
     return directory
 
 
