@@ -19,6 +19,7 @@ from torch import nn
 
 from reidprune.atomic import default_file_mode, temporary_folder
 from reidprune.compress.plan import CompressionPlan, plan_of
+from reidprune.models import foreign
 from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked
 from reidprune.models.registry import arch_from_dict, arch_to_dict, build
 
@@ -52,6 +53,8 @@ def _carry_over(old: Path, new: Path) -> None:
 def save(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write `model` to `directory` as model.json + weights.safetensors. Returns the directory."""
     arch = getattr(model, "arch", None)
+    if arch is None and foreign.is_foreign(model):  # torchvision / timm / torchreid CNN
+        return foreign.save_foreign(model, directory, metadata)
     if arch is None:
         raise TypeError(
             f"{type(model).__name__} has no .arch; only models built by reidprune.models can be saved"
@@ -101,9 +104,14 @@ def read_description(directory: str | Path) -> dict[str, Any]:
     return description
 
 
-def load(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model saved by `save`, weights included, in eval mode."""
+def load(
+    directory: str | Path, map_location: str | torch.device = "cpu", allow_import: bool = False
+) -> nn.Module:
+    """Rebuild a model saved by `save`, weights included, in eval mode. allow_import: let a foreign
+    model whose base is a user's "package.module:factory" import that module."""
     directory = Path(directory)
+    if (found := foreign.foreign_description(directory)) is not None:
+        return foreign.load_foreign(directory, found, map_location, allow_import)
     description = read_description(directory)
     arch = arch_from_dict(description["arch"], where=str(directory / MODEL_JSON))
     model = build(arch)
