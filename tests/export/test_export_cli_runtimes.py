@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,14 @@ def test_bench_runtime_openvino(model_dirs, tmp_path) -> None:
 def test_bench_rejects_an_unknown_runtime(model_dirs) -> None:
     result = runner.invoke(app, ["bench", str(model_dirs["vit"]), "--runtime", "tensorrt"])
     assert result.exit_code == 2 and "--runtime tensorrt" in result.output
+
+
+def test_openvino_format_without_openvino_names_the_extra(model_dirs, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(
+        app, ["export", "-m", str(model_dirs["vit"]), "-o", str(out), "--format", "openvino"]
+    )
+    assert result.exit_code == 2
+    assert "pip install 'reidprune[openvino]'" in result.output
+    assert not out.exists()  # refused before exporting anything

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from reidprune.cli.common import console, err_console, print_table, user_errors
 
@@ -27,7 +28,7 @@ def export_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ExportError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True)
             raise typer.Exit(code=2) from None
 
     return user_errors(wrapper)  # type: ignore[return-value]
