@@ -5,8 +5,8 @@ On the embedded synthetic data (no download):
 - accuracy: the demo baselines (`src/reidprune/demo.yaml`: LA-Transformer tiny, 64x32;
   `src/reidprune/demo_resnet18.yaml`: ResNet-18 re-ID, 64x32; with --resnet50 also a ResNet-50
   trained with the ResNet-18 recipe) are exported to ONNX, quantised to static INT8 (QDQ, int8
-  per-channel weights, calibrated on 256 training images through the data pipeline), also to
-  dynamic INT8 and FP16, and converted to OpenVINO IR (fp32, and the QDQ graph as int8). Every
+  per-channel weights, uint8 activations, calibrated on 256 training images through the data
+  pipeline), also to dynamic INT8 and FP16, and converted to OpenVINO IR (fp32, and the QDQ graph as int8). Every
   variant is evaluated on the test split (query / gallery) by the same `reidprune.evaluate` code.
   Target: static INT8 loses at most 1.0 mAP point against the fp32 graph, in ONNX Runtime.
 - speed: ResNet-50 re-ID at the standard 256x128 input (seeded random weights; the speed of a
@@ -213,7 +213,8 @@ def main() -> None:
         {
             "settings": {
                 "calibration_images": CALIBRATION_IMAGES,
-                "static_int8": "QDQ, int8 symmetric per-channel weights, int8 per-tensor activations (minmax)",
+                "static_int8": "QDQ, int8 symmetric per-channel weights, uint8 per-tensor activations (minmax)",
+                "note": "measured under load unless re-run on an idle machine",
                 "threads": torch.get_num_threads(),
                 "min_time": args.min_time,
                 "openvino": HAS_OPENVINO,

@@ -105,3 +105,23 @@ def test_fp16_graph_has_half_weights_and_float32_io(exported, tmp_path) -> None:
     got = half(images).embedding
     assert got.dtype == torch.float32
     assert float((got - expected).abs().max()) <= 1e-2 * max(1.0, float(expected.abs().max()))
+
+
+@pytest.mark.parametrize(
+    ("activations", "dtype"), [("uint8", onnx.TensorProto.UINT8), ("int8", onnx.TensorProto.INT8)]
+)
+def test_activation_type_is_chosen(exported, tmp_path, activations: str, dtype: int) -> None:
+    model, path = exported
+    reader = ImageCalibrationReader(calibration(model, batches=1, size=4), path)
+    info = quantize_static_int8(path, tmp_path / "q.onnx", reader, activations=activations)
+    assert info["activations"] == f"{activations}, static per tensor"
+    graph = onnx.load(info["path"]).graph
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    quantize = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert quantize and {zero_points[n.input[2]] for n in quantize} == {dtype}
+
+
+def test_bad_activation_type_is_named(exported, tmp_path) -> None:
+    _, path = exported
+    with pytest.raises(ExportError, match="activations 'int4'"):
+        quantize_static_int8(path, tmp_path / "q.onnx", ImageCalibrationReader([], path), activations="int4")
