@@ -1,4 +1,5 @@
-"""`reidprune bench MODEL_DIR... [--batch-size 64] [--threads N] [--min-time S] [--json PATH]`."""
+"""`reidprune bench MODEL_DIR... [--batch-size 64] [--threads N] [--min-time S] [--runtime openvino]
+[--json PATH]`."""
 
 from __future__ import annotations
 
@@ -24,19 +25,33 @@ def bench_command(
     ),
     min_time: float = typer.Option(2.0, "--min-time", help="seconds of interleaved timed rounds in all"),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="also export and time ONNX Runtime at batch 1"),
+    runtime: list[str] = typer.Option(
+        [],
+        "--runtime",
+        help="openvino: also time OpenVINO at batch 1 (IR from the checked ONNX graph), repeatable; "
+        "ONNX Runtime and PyTorch are always timed in the same rounds",
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
 ) -> None:
     """Several saved models side by side, in one process, timings interleaved: params, GMACs, PyTorch
-    throughput and batch-1 latency, ONNX Runtime batch-1 latency (CPU)."""
+    throughput and batch-1 latency, ONNX Runtime (and OpenVINO) batch-1 latency (CPU)."""
     from reidprune.config import ConfigError
-    from reidprune.export.benchmark import bench_models
+    from reidprune.export.benchmark import RUNTIMES, bench_models
     from reidprune.models import load
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected >= 1")
+    bad = [r for r in runtime if r not in RUNTIMES]
+    if bad:
+        raise ConfigError(f"--runtime {bad[0]}: expected one of {', '.join(RUNTIMES)}")
+    if runtime and not onnx:
+        raise ConfigError("--runtime needs the ONNX graph: drop --no-onnx")
+    runtimes = ["onnxruntime", *(r for r in RUNTIMES[1:] if r in runtime)]
     dirs = [resolve_model_dir(p) for p in model_dirs]
     models = [(name, load(d)) for name, d in zip(unique_names(dirs), dirs, strict=True)]
-    result = bench_models(models, batch_size=batch_size, onnx=onnx, threads=threads, min_time=min_time)
+    result = bench_models(
+        models, batch_size=batch_size, onnx=onnx, threads=threads, min_time=min_time, runtimes=runtimes
+    )
     for row, d in zip(result["models"], dirs, strict=True):
         row["model_dir"] = str(d)
     print_table(
@@ -60,6 +75,10 @@ def _row(r: dict[str, Any], batch_size: int) -> dict[str, Any]:
         row["ORT b1 (ms)"] = r["ort_latency_ms_b1"]
         row["ORT/torch"] = r["ort_vs_torch"]
         row["max |ORT-torch|"] = (r.get("onnx_check") or {}).get("max_abs_diff")
+    if "openvino_latency_ms_b1" in r:
+        row["OpenVINO b1 (ms)"] = r["openvino_latency_ms_b1"]
+        row["OpenVINO/torch"] = r["openvino_vs_torch"]
+        row["max |OV-torch|"] = (r.get("openvino_check") or {}).get("max_abs_diff")
     return row
 
 

@@ -366,10 +366,13 @@ def check_onnx(
     batch_sizes: list[int] | tuple[int, ...] = (1, 3),
     tolerance: float = TOLERANCE,
     seed: int = 0,
+    session: Any = None,
 ) -> CheckResult:
     """Run the graph at `path` (ONNX Runtime, CPU) and `model` (PyTorch, eval) on the same seeded random
-    input for each batch size and compare every output (see the module docstring for the bound)."""
-    session = create_session(path, threads=1)  # the check inputs are tiny; one thread avoids contention
+    input for each batch size and compare every output (see the module docstring for the bound).
+    session: another runtime with ORT's `run(output_names, feed)` (e.g. an `OpenVinoModel`)."""
+    if session is None:
+        session = create_session(path, threads=1)  # the check inputs are tiny; one thread avoids contention
     was_training = model.training
     signature = signature_of(model)
     wrapper = ExportWrapper(model, signature)
