@@ -209,7 +209,9 @@ def test_other_numpy_objects_and_classes_are_refused_by_name(tmp_path, extra, na
     model = create("vit_tiny_reid", depth=1)
     path = tmp_path / "ckpt.pth"
     torch.save({"state_dict": model.state_dict(), "heads": [np.int64(3)], "extra": extra}, path)
-    with pytest.raises(CheckpointError, match=r"not loaded: the file holds code or objects other than weights") as err:
+    with pytest.raises(
+        CheckpointError, match=r"not loaded: the file holds code or objects other than weights"
+    ) as err:
         load_checkpoint(model, path)
     assert named in str(err.value)
     assert "\n" not in str(err.value)

@@ -93,8 +93,8 @@ def export_command(
     (and to OpenVINO IR, checked against OpenVINO)."""
     import dataclasses
 
-    from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.cli.export_variants import openvino_graphs, quantize_graph
+    from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.config import ConfigError
     from reidprune.export.onnx import check_onnx, export_onnx, model_dir_sha256, write_export_json
     from reidprune.export.quantize import quantize_int8
