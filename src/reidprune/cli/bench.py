@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from reidprune.cli.common import console, print_table, write_json
+from reidprune.cli.common import console, ensure_writable, print_table, write_json
 from reidprune.cli.export import export_errors
 
 RUN_MODEL_DIRS = ("model", "final", "best")  # where prune and train jobs leave their model
@@ -63,6 +63,8 @@ def bench_command(
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected >= 1")
+    if json_path is not None:
+        ensure_writable(json_path, option="--json")
     dirs = [resolve_model_dir(p) for p in model_dirs]
     models = [(name, load(d)) for name, d in zip(unique_names(dirs), dirs, strict=True)]
     result = bench_models(models, batch_size=batch_size, onnx=onnx, threads=threads, min_time=min_time)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from reidprune.cli.common import console, err_console, print_table, user_errors
+from reidprune.cli.common import console, ensure_writable, err_console, print_table, user_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("onnx",)
@@ -91,10 +91,11 @@ def export_command(
     if quantize not in QUANTIZE:
         raise ConfigError(f"--quantize {quantize}: expected one of {', '.join(QUANTIZE)}")
     static = parse_batch(batch)
-    net = load(model)
     target = out if out is not None else model / "model.onnx"
     if target.is_dir() or not target.suffix:
         target = target / "model.onnx"  # a folder was given
+    ensure_writable(target, option="--out")
+    net = load(model)
     report = export_onnx(net, target, opset=opset, batch=static, exporter=exporter, tolerance=tolerance)
     extra: dict[str, Any] = {"model_dir": str(model)}
     check = report.check

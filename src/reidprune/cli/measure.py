@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors, write_json
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors, write_json
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -77,6 +77,10 @@ def measure_command(
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: expected >= 1")
+    if json_path is not None:
+        ensure_writable(json_path, option="--json")
     size = _input_size(input_size)
     torch_device = resolve_device(device)
     results, rows = [], []
