@@ -47,7 +47,7 @@ def measure_command(
     input_size: str | None = typer.Option(
         None, "--input-size", help="HxW; default each model's arch.img_size"
     ),
-    batch_size: int = typer.Option(64, "--batch-size", help="batch of the throughput measurement"),
+    batch_size: int = typer.Option(64, "--batch-size", help="batch of the throughput measurement (>= 1)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: torch's)"),
