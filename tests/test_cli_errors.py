@@ -120,6 +120,18 @@ def test_train_refuses_bad_settings(runner, tmp_path, override, message) -> None
     assert not (tmp_path / "none").exists() and not (tmp_path / "run").exists()
 
 
+def test_prune_refuses_bad_fine_tuning_settings_before_loading(runner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    args = ["prune", *SYNTH, f"data.root={tmp_path / 'none'}", f"output_dir={tmp_path / 'run'}"]
+    args += [
+        "prune.method=head-entropy",
+        "prune.rate=0.5",
+        "model.weights=nowhere",
+        "train.label_smoothing=1.5",
+    ]
+    _one_line_error(runner.invoke(app, args), "train.label_smoothing=1.5: expected a value in [0, 1)")
+    assert not (tmp_path / "none").exists() and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("size", ["0", "-4"])
 def test_measure_refuses_a_batch_size_below_one(runner, size) -> None:  # type: ignore[no-untyped-def]
     result = runner.invoke(app, ["measure", "vit_tiny_reid", f"--batch-size={size}", "--min-time", "0.01"])

@@ -54,11 +54,13 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content."""
     from reidprune.data import build_dataset, build_loaders
     from reidprune.models.serialization import save
+    from reidprune.train.config import check_train_config
     from reidprune.train.distributed import resolve_device
     from reidprune.train.engine import seed_everything
     from reidprune.train.experiment import evaluate_test
 
     check_prune_config(cfg.prune)
+    check_train_config(cfg.train)  # the fine-tuning settings, before any data or model is loaded
     if not cfg.model.weights:
         raise CompressionError(
             "model.weights is empty: pruning starts from a trained model (a reidprune model directory "
