@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from reidprune.cli.common import console, print_table, write_json
+from reidprune.cli.common import console, ensure_writable, print_table, write_json
 from reidprune.cli.export import export_errors
 from reidprune.cli.model_dirs import resolve_model_dir, unique_names
 
@@ -47,6 +47,8 @@ def bench_command(
     if runtime and not onnx:
         raise ConfigError("--runtime needs the ONNX graph: drop --no-onnx")
     runtimes = ["onnxruntime", *(r for r in RUNTIMES[1:] if r in runtime)]
+    if json_path is not None:
+        ensure_writable(json_path, option="--json")
     dirs = [resolve_model_dir(p) for p in model_dirs]
     models = [(name, load(d)) for name, d in zip(unique_names(dirs), dirs, strict=True)]
     result = bench_models(

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors, write_json
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors, write_json
 
 SPLITS = ("test", "val")
 EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
@@ -17,14 +17,11 @@ EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
 def resolve_device(name: str) -> Any:
     import torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        from reidprune.config import ConfigError
+    from reidprune.config import check_device
 
-        raise ConfigError(f"device='{name}': expected auto, cpu, cuda or cuda:N") from None
+    if check_device(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def load_model(
@@ -132,6 +129,8 @@ def eval_command(
         model = str(choose_snapshot(model, which_epoch))
     if split not in SPLITS:
         raise ConfigError(f"--split {split}: expected one of {', '.join(SPLITS)}")
+    if json_path is not None:
+        ensure_writable(json_path, option="--json")
     format_is_default = config is None and not any(o.startswith("data.format=") for o in overrides or [])
     cfg = _data_config(load_config(config, overrides or []), data_format, data_root, format_is_default)
     if flip is not None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import typer
 from rich.markup import escape
 
-from reidprune.cli.common import console, err_console, print_table, user_errors
+from reidprune.cli.common import console, ensure_writable, err_console, print_table, user_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("onnx", "openvino")
@@ -112,10 +112,11 @@ def export_command(
         require_openvino()  # before the export, not after it
     if quantize == "int8-static" and data is None:
         raise ConfigError("--quantize int8-static: needs --data (training images to calibrate on)")
-    net = load(model)
     target = out if out is not None else model / "model.onnx"
     if target.is_dir() or not target.suffix:
         target = target / "model.onnx"  # a folder was given
+    ensure_writable(target, option="--out")
+    net = load(model)
     extra: dict[str, Any] = {"model_dir": str(model), "model_sha256": model_dir_sha256(model)}
     # the graph lands only after its check passed; export.json is rewritten last, with what follows
     report = export_onnx(

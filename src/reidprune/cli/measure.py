@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors, write_json
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors, write_json
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -51,7 +51,7 @@ def measure_command(
     input_size: str | None = typer.Option(
         None, "--input-size", help="HxW; default each model's arch.img_size (a ViT takes only its own size)"
     ),
-    batch_size: int = typer.Option(64, "--batch-size", help="batch of the throughput measurement"),
+    batch_size: int = typer.Option(64, "--batch-size", help="batch of the throughput measurement (>= 1)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: torch's)"),
@@ -82,6 +82,10 @@ def measure_command(
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: expected >= 1")
+    if json_path is not None:
+        ensure_writable(json_path, option="--json")
     size = _input_size(input_size)
     torch_device = resolve_device(device)
     results, rows = [], []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors
 
 METHOD_HELP = (
     "token-amg | token-topk | token-pm | token-tome | head-entropy | head-magnitude | head-random | "
@@ -58,6 +58,7 @@ def prune_command(
     if save_masked:
         extra.append("prune.save_masked=true")
     cfg = load_config(config, extra)
+    ensure_writable(cfg.output_dir, directory=True, option="output_dir")
     summary = prune_experiment(cfg, overwrite=overwrite)
     rows = []
     for which in ("unpruned", "pruned"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors
 
 
 def train_command(
@@ -37,6 +37,7 @@ def train_command(
     from reidprune.train.experiment import train_experiment
 
     cfg = load_config(config, overrides or [])
+    ensure_writable(cfg.output_dir, directory=True, option="output_dir")
     summary = train_experiment(cfg, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports (the group is closed by now)
         return

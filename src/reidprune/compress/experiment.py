@@ -63,7 +63,10 @@ def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str
     output_dir is locked for the run; a folder that holds another run is refused unless `overwrite`
     (its run outputs are removed first).
     """
+    from reidprune.train.config import check_train_config
+
     family, _ = check_prune_config(cfg.prune)
+    check_train_config(cfg.train)  # the fine-tuning settings, before any data or model is loaded
     if cfg.prune.save_masked and family != "filter":
         raise CompressionError(
             "prune.save_masked=true: only filter pruning has a zero-filter full-size form, "

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from reidprune.errors import CheckpointError
+
 
 @dataclass
 class CompressionPlan:
@@ -26,15 +28,36 @@ class CompressionPlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> CompressionPlan:
-        unknown = set(values) - {"method", "rate", "details", "previous"}
+    def from_dict(cls, values: Any, where: str = "compression plan") -> CompressionPlan:
+        """The plan saved by `to_dict`; a malformed one (from a file) is a CheckpointError naming the key."""
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{where}: expected an object, got {type(values).__name__}")
+        unknown = sorted(str(k) for k in set(values) - set(_PLAN_KEYS))
         if unknown:
-            raise ValueError(f"compression plan: unknown keys {sorted(unknown)}")
+            raise CheckpointError(f"{where}: unknown key(s) {unknown}; known: {list(_PLAN_KEYS)}")
+        for key, (kind, required) in _PLAN_KEYS.items():
+            value = values.get(key)
+            if key not in values and not required:
+                continue
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise CheckpointError(f"{where}: key '{key}': expected {_KIND_NAMES[kind]}, got {value!r}")
+        if not all(isinstance(step, dict) for step in values.get("previous", [])):
+            raise CheckpointError(f"{where}: key 'previous': expected a list of plan objects")
         return cls(**values)
 
     def then(self, method: str, rate: float, details: dict[str, Any]) -> CompressionPlan:
         """The plan after a further step, keeping this one as history."""
         return CompressionPlan(method, rate, details, [*self.previous, self.to_dict()])
+
+
+# key: (accepted types, required)
+_PLAN_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "method": (str, True),
+    "rate": ((int, float), True),
+    "details": (dict, False),
+    "previous": (list, False),
+}
+_KIND_NAMES = {str: "a string", (int, float): "a number", dict: "an object", list: "a list"}
 
 
 def plan_of(model: Any) -> CompressionPlan | None:

@@ -30,12 +30,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as err:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+        return read_safetensors(path)
     try:
         # argparse.Namespace (the training arguments many checkpoints carry, e.g. PM-ViT) is a plain
         # attribute container, and numpy integers are plain numbers: allowing them executes no code
@@ -93,6 +88,19 @@ def refused_pickle(path: str | Path, err: BaseException) -> str:
         "never unpickles those. Re-save only the weights, torch.save(model.state_dict(), path), "
         "where the file was made"
     )
+
+
+def read_safetensors(path: str | Path, device: str = "cpu") -> dict[str, Tensor]:
+    """Read a .safetensors file; a truncated or corrupt one is a CheckpointError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file, truncated or corrupt ({_error_line(err)})"
+        ) from None
 
 
 def _error_line(err: BaseException, prefer: tuple[str, ...] = ()) -> str:

@@ -22,7 +22,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked, read_checkpoint
+from reidprune.models.checkpoint_io import (
+    CheckpointError,
+    load_state_dict_checked,
+    read_checkpoint,
+    read_safetensors,
+)
 from reidprune.models.registry import arch_config, arch_from_dict, arch_to_dict, build
 
 
@@ -73,8 +78,6 @@ def _importer(family: str) -> Importer:
 
 
 def _load_model_dir(model: nn.Module, directory: Path, strict: bool) -> LoadResult:
-    from safetensors.torch import load_file
-
     from reidprune.models.serialization import WEIGHTS, read_description
 
     description = read_description(directory)
@@ -94,7 +97,7 @@ def _load_model_dir(model: nn.Module, directory: Path, strict: bool) -> LoadResu
     if not weights.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS} is missing")
     missing, unexpected = load_state_dict_checked(
-        model, load_file(str(weights)), strict=strict, where=str(weights)
+        model, read_safetensors(weights), strict=strict, where=str(weights)
     )
     return LoadResult("reidprune", missing=missing, unexpected=unexpected)
 

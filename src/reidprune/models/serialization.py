@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from reidprune.atomic import default_file_mode, temporary_folder
 from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.models import foreign
-from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked
+from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked, read_safetensors
 from reidprune.models.registry import arch_from_dict, arch_to_dict, build
 
 FORMAT = "reidprune"
@@ -92,15 +92,24 @@ def read_description(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: not a reidprune model directory (no {MODEL_JSON})")
     try:
         description = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
-    if description.get("format") != FORMAT or "arch" not in description:
-        raise CheckpointError(f"{path}: expected keys 'format'='{FORMAT}' and 'arch'")
-    if description.get("format_version", 0) > FORMAT_VERSION:
+    if not isinstance(description, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got a {type(description).__name__}")
+    if description.get("format") != FORMAT or not isinstance(description.get("arch"), dict):
+        raise CheckpointError(f"{path}: expected keys 'format'='{FORMAT}' and 'arch' (an object)")
+    version = description.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: key 'format_version': expected an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: format_version {description['format_version']} is newer than this reidprune "
+            f"{path}: format_version {version} is newer than this reidprune "
             f"understands ({FORMAT_VERSION}); upgrade reidprune"
         )
+    if not isinstance(description.get("metadata", {}), dict):
+        raise CheckpointError(f"{path}: key 'metadata': expected an object")
+    if description.get("plan") is not None:
+        CompressionPlan.from_dict(description["plan"], where=f"{path}: key 'plan'")
     return description
 
 
@@ -116,11 +125,13 @@ def load(
     arch = arch_from_dict(description["arch"], where=str(directory / MODEL_JSON))
     model = build(arch)
     if description.get("plan"):
-        model.compression_plan = CompressionPlan.from_dict(description["plan"])  # type: ignore[assignment]
+        model.compression_plan = CompressionPlan.from_dict(
+            description["plan"], where=str(directory / MODEL_JSON)
+        )  # type: ignore[assignment]
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS} is missing")
-    state = load_file(str(weights), device=str(map_location))
+    state = read_safetensors(weights, device=str(map_location))
     load_state_dict_checked(model, state, strict=True, where=str(weights))
     return model.to(map_location).eval()
 

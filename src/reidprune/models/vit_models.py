@@ -19,6 +19,7 @@ Layout of a built model (the attribute names other modules rely on):
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,10 +136,14 @@ def validate_arch(arch: ViTArch) -> None:
         fail(
             "global_pool", f"'{arch.global_pool}' / fc_norm need head 'linear' or 'bnneck', not '{arch.head}'"
         )
+    for key in ("patch_size", "in_chans", "embed_dim", "head_dim"):
+        if getattr(arch, key) < 1:
+            fail(key, f"expected >= 1, got {getattr(arch, key)}")
     if len(arch.img_size) != 2 or min(arch.img_size) < arch.patch_size:
         fail("img_size", f"expected [H, W] each >= patch_size {arch.patch_size}, got {list(arch.img_size)}")
     if arch.stride < 1 or arch.stride > arch.patch_size:
         fail("stride", f"expected 1 <= stride <= patch_size {arch.patch_size}, got {arch.stride}")
+    _warn_uncovered(arch)
     if not arch.num_heads or min(arch.num_heads) < 1:
         fail("num_heads", f"every block needs at least one head, got {list(arch.num_heads)}")
     if len(arch.mlp_hidden) != len(arch.num_heads):
@@ -165,6 +170,26 @@ def validate_arch(arch: ViTArch) -> None:
         fail("num_classes", f"expected >= 0 (0 = no classifier), got {arch.num_classes}")
     if arch.head == "la" and int(arch.options()["num_parts"]) < 0:
         fail("head_options.num_parts", "expected 0 (one stripe per grid row) or a positive count")
+
+
+def uncovered_pixels(arch: ViTArch) -> tuple[int, int]:
+    """Rows at the bottom and columns at the right of the input that no patch covers."""
+    return tuple((size - arch.patch_size) % arch.stride for size in arch.img_size)  # type: ignore[return-value]
+
+
+def _warn_uncovered(arch: ViTArch) -> None:
+    # With non-overlapping patches a remainder means the image size is not a multiple of the patch:
+    # those pixels are silently cut off. Overlapping patches (TransReID's stride 12 at 256x128) leave a
+    # few by design, as the seed models were trained, so they are not warned about.
+    rows, cols = uncovered_pixels(arch)
+    if arch.stride == arch.patch_size and (rows or cols):
+        warnings.warn(
+            f"vit architecture: img_size {list(arch.img_size)} is not a multiple of patch_size "
+            f"{arch.patch_size}: the last {rows} pixel row(s) and {cols} column(s) are covered by no "
+            "patch and ignored; use a size that is a multiple of the patch",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class ViTReID(nn.Module):

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from reidprune.atomic import temporary_file
-from reidprune.models.checkpoint_io import CheckpointError, refused_pickle
+from reidprune.models.checkpoint_io import CheckpointError, _error_line, refused_pickle
 
 FORMAT = "reidprune-train"
 FORMAT_VERSION = 1
@@ -68,13 +68,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training checkpoint not found: {path}")
+    if path.stat().st_size == 0:  # torch raises an EOFError with an empty message for these
+        raise CheckpointError(f"{path}: the training checkpoint is empty (0 bytes); it cannot be resumed")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(refused_pickle(path, err)) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
         raise CheckpointError(
-            f"{path}: not a readable training checkpoint ({str(err).splitlines()[0]})"
+            f"{path}: not a readable training checkpoint, truncated or corrupt ({_error_line(err)})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a reidprune training checkpoint (expected format '{FORMAT}')")

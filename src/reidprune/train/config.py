@@ -29,7 +29,7 @@ class TrainConfig:
     id_loss_weight: float = 1.0
     label_smoothing: float = 0.0
     triplet_weight: float = 1.0
-    triplet_margin: float = 0.3  # <= 0 means soft margin log(1 + exp(d_ap - d_an))
+    triplet_margin: float = 0.3  # 0 means soft margin log(1 + exp(d_ap - d_an)); negative is refused
     # distillation from the uncompressed teacher
     teacher: str = ""  # CLI only: a reidprune model directory or a checkpoint to distil from ("" = none)
     distill: str = "none"  # none | soft | hard
@@ -96,3 +96,8 @@ def check_train_config(cfg: TrainConfig) -> None:
             raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected a probability in [0, 1]")
     if cfg.lr <= 0:
         raise TrainingError(f"train.lr={cfg.lr}: expected > 0")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise TrainingError(f"train.label_smoothing={cfg.label_smoothing}: expected a value in [0, 1)")
+    for key in ("weight_decay", "weight_decay_norm_bias", "triplet_margin"):
+        if (getattr(cfg, key) or 0.0) < 0:
+            raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected >= 0")
