@@ -46,10 +46,7 @@ def test_a_failed_file_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-@pytest.mark.parametrize("exchange", [True, False])
-def test_a_folder_is_replaced_as_a_whole(tmp_path, monkeypatch, exchange):
-    if not exchange:
-        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+def test_a_folder_is_replaced_as_a_whole(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("old")
     with temporary_folder(tmp_path / "out") as tmp:

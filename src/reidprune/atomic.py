@@ -18,15 +18,12 @@ usual mode (0666 minus the umask), not the 0600 of `tempfile.mkstemp`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import glob
 import json
 import os
 import secrets
 import shutil
 import socket
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -134,31 +131,41 @@ def write_json(target: str | Path, payload: Any) -> Path:
     return write_text(target, json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where not supported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return result == 0  # EINVAL / ENOSYS (file system or kernel without it): fall back
+def _backups(target: Path) -> list[Path]:
+    """Old folders that `replace_folder` moved aside for `target` (`.NAME.PID.RANDOM.old`), newest first."""
+    found = target.parent.glob(f".{glob.escape(target.name)}.*.old")
+    return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)
+
+
+def restore_interrupted(target: str | Path) -> None:
+    """Put back the folder a killed `replace_folder` had moved aside, when `target` is missing.
+
+    A process killed between replace_folder's two renames leaves no `target`, its old complete
+    folder as a backup and the new complete one as a temporary; the old one is put back (the save
+    that was killed never finished, so it never happened)."""
+    target = Path(target)
+    if target.exists() or not target.parent.is_dir():
+        return
+    for backup in _backups(target):
+        pid = backup.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            os.replace(backup, target)
+            fsync_dir(target.parent)
+            return
 
 
 def replace_folder(tmp: str | Path, target: str | Path) -> None:
     """Put the complete folder `tmp` in the place of `target` (which may exist, and is removed).
 
-    Where the system can swap two paths in one step, a reader sees the old folder or the new one.
-    Elsewhere the old folder is first renamed to a backup, which stays until the new folder is in
-    place (and is put back when that fails), so the old model is never lost.
+    The old folder is first renamed to a backup, which stays until the new folder is in place and
+    is put back when that fails; a reader sees the old folder, the new one, or (between the two
+    renames) none, never a mix of both. A process killed between the renames leaves the backup,
+    which `restore_interrupted` puts back. (Linux's renameat2 could swap the two in one step, but
+    Python has no binding for it, and calling libc through ctypes crashed the interpreter when
+    OpenVINO's libraries were loaded.)
     """
     tmp, target = Path(tmp), Path(target)
-    if target.exists() and _exchange(tmp, target):
-        shutil.rmtree(tmp)  # now holds the old folder
-    elif target.exists():
+    if target.exists():
         backup = temporary_name(target, ".old")
         os.replace(target, backup)
         try:
@@ -180,6 +187,7 @@ def temporary_folder(target: str | Path) -> Iterator[Path]:
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
+    restore_interrupted(target)  # an earlier replace killed half-way: its old folder comes back first
     tmp = temporary_name(target, ".partial")
     tmp.mkdir()
     try:

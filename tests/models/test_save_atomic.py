@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from reidprune import atomic
 from reidprune.models import create, load, save
 from reidprune.models.serialization import MODEL_JSON, WEIGHTS
 
@@ -41,8 +42,6 @@ def _assert_is(loaded, model) -> None:
 def test_a_save_that_fails_at_either_rename_leaves_the_old_model_intact(tmp_path, monkeypatch, crash_at):
     old, new = _tiny(1), _tiny(2)
     save(old, tmp_path / "m")
-    # the rename-based path (file systems that cannot swap two folders in one step)
-    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     _crash_on_call(monkeypatch, crash_at)
     with pytest.raises(OSError, match="simulated crash"):
         save(new, tmp_path / "m")
@@ -84,3 +83,23 @@ def test_both_model_files_get_the_usual_mode(tmp_path):
         os.umask(previous)
     for name in (MODEL_JSON, WEIGHTS):
         assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o644, name
+
+
+def test_a_save_killed_between_its_two_renames_loads_the_old_model(tmp_path):
+    old, new = _tiny(1), _tiny(2)
+    save(old, tmp_path / "m")
+    # what a SIGKILL after the first rename leaves: the old folder moved aside by a dead process,
+    # the new complete folder still under its temporary name, no model folder
+    dead = _dead_pid()
+    os.rename(tmp_path / "m", tmp_path / f".m.{dead}.0000.old")
+    save(new, tmp_path / f".m.{dead}.0001.partial")
+    _assert_is(load(tmp_path / "m"), old)
+    save(new, tmp_path / "m")  # the next save cleans up after the killed one
+    _assert_is(load(tmp_path / "m"), new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

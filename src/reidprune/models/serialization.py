@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from reidprune.atomic import default_file_mode, temporary_folder
+from reidprune.atomic import default_file_mode, restore_interrupted, temporary_folder
 from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.models import foreign
 from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked, read_safetensors
@@ -87,6 +87,7 @@ def save(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | Non
 
 def read_description(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
+    restore_interrupted(directory)  # a save killed between its two renames: the old model is back
     path = directory / MODEL_JSON
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a reidprune model directory (no {MODEL_JSON})")
