@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,16 +47,62 @@ def split_method(method: str) -> tuple[str, str]:
     """'token-amg' -> ('token', 'amg'); raises CompressionError for anything else."""
     family, _, name = method.partition("-")
     if family not in FAMILIES or not name:
-        raise CompressionError(
-            f"prune.method='{method}': expected token-amg|token-topk|token-pm|token-tome, "
-            "head-entropy|head-magnitude|head-random or filter-hfp|filter-sfp|filter-fpgm|filter-bafd"
-        )
+        raise _unknown_method(method)
     return family, name
 
 
+def _unknown_method(method: str) -> CompressionError:
+    return CompressionError(
+        f"prune.method='{method}': expected token-amg|token-topk|token-pm|token-tome, "
+        "head-entropy|head-magnitude|head-random or filter-hfp|filter-sfp|filter-fpgm|filter-bafd"
+    )
+
+
+# Arguments the schedule passes to the methods itself, or that are objects rather than YAML values:
+# never keys of prune.options.
+SCHEDULE_ARGS = frozenset(
+    {"data", "max_batches", "device", "seed", "statistic", "loss_fn", "teacher", "check_size"}
+)
+
+
+def _keyword_only(fn: Any) -> set[str]:
+    return {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def method_options(method: str) -> set[str]:
+    """The keys `prune.options` may hold for `method` ("token-amg", "head-entropy", ...): what the
+    function the schedule calls takes besides the arguments the schedule passes itself. Raises
+    CompressionError for a method that does not exist."""
+    family, name = split_method(method)
+    if family == "token":
+        from reidprune.compress.tokens import METHOD_OPTIONS, prune_tokens
+
+        if name in METHOD_OPTIONS:  # amg's `seed` is its own: the schedule passes no seed to tokens
+            return (_keyword_only(prune_tokens) - SCHEDULE_ARGS) | set(METHOD_OPTIONS[name])
+    elif family == "head":
+        from reidprune.compress.heads.prune import METHODS, prune_heads
+
+        if name in METHODS:
+            return _keyword_only(prune_heads) - SCHEDULE_ARGS
+    else:
+        from reidprune.compress.filters.api import METHODS, filter_pruning_callback, prune_filters
+
+        if name in METHODS:
+            return _keyword_only(prune_filters if name == "hfp" else filter_pruning_callback) - SCHEDULE_ARGS
+    raise _unknown_method(method)
+
+
 def check_prune_config(cfg: PruneConfig) -> tuple[str, str]:
-    """Validate the schedule before any work is done."""
+    """Validate the schedule before any work is done: method, rate, rounds, epochs and options."""
     family, name = split_method(cfg.method)
+    accepted = method_options(cfg.method)
+    for key in cfg.options:
+        if key not in accepted:
+            raise CompressionError(
+                f"prune.options.{key} is not an option of {cfg.method}; it accepts "
+                f"{', '.join(sorted(accepted)) or 'no options'} (options written for another method "
+                "must be removed when prune.method changes)"
+            )
     if not 0.0 <= cfg.rate < 1.0:
         raise CompressionError(f"prune.rate={cfg.rate}: expected a fraction removed in [0, 1)")
     if cfg.rounds < 1:
