@@ -46,6 +46,8 @@ def prune_command(
         extra.append(f"model.weights={weights}")
     cfg = load_config(config, extra)
     summary = prune_experiment(cfg)
+    # attention ("MSA") parameters, the column AMG's tables report; a CNN has none
+    attention = any(summary[which].get("attn_params") for which in ("unpruned", "pruned"))
     rows = []
     for which in ("unpruned", "pruned"):
         entry = summary[which]
@@ -54,6 +56,7 @@ def prune_command(
             {
                 "model": which,
                 "params (M)": entry["params"] / 1e6,
+                **({"MSA params (M)": entry["attn_params"] / 1e6} if attention else {}),
                 "GMACs": entry["gmacs"],
                 **{k: v for k, v in test.items() if not k.startswith("num_")},
             }

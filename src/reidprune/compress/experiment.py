@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,17 @@ def load_trained(cfg: ExperimentConfig, weights: str, num_classes: int) -> Any:
     )
 
 
+def _refuse_distributed() -> None:
+    """Every torchrun rank would run the whole job into the same output_dir: refuse before any work."""
+    world = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    if world != "1":
+        raise CompressionError(
+            f"reidprune prune runs in one process, but WORLD_SIZE={world} (torchrun?): distributed "
+            "prune jobs do not exist yet, so every rank would run the whole job into one output_dir; "
+            "run it without torchrun (one device)"
+        )
+
+
 def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content."""
     from reidprune.data import build_dataset, build_loaders
@@ -58,6 +70,7 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     from reidprune.train.engine import seed_everything
     from reidprune.train.experiment import evaluate_test
 
+    _refuse_distributed()
     check_prune_config(cfg.prune)
     if not cfg.model.weights:
         raise CompressionError(
