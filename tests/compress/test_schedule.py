@@ -106,3 +106,49 @@ def test_the_seed_is_set_by_the_schedule_not_by_head_options() -> None:
 def test_an_unknown_method_of_a_known_family_is_refused() -> None:
     with pytest.raises(CompressionError, match=r"prune\.method='token-evit': expected token-amg"):
         check_prune_config(PruneConfig("token-evit", rate=0.25))
+
+
+@pytest.mark.slow
+def test_finished_rounds_keep_their_log_but_not_their_checkpoint(tmp_path, synth_root) -> None:
+    from reidprune.config import load_config
+    from reidprune.data import build_dataset, build_loaders
+
+    cfg = load_config(
+        overrides=[
+            f"data.root={synth_root}",
+            "data.format=synth",
+            "data.synth_ids=4",
+            "data.height=64",
+            "data.width=32",
+            "data.batch_size=4",
+            "data.num_instances=2",
+            "data.num_workers=0",
+            "train.progress=false",
+            "prune.method=head-magnitude",
+            "prune.rate=0.25",
+            "prune.rounds=2",
+            "prune.finetune_epochs=1",
+            "prune.final_epochs=1",
+        ]
+    )
+    splits = build_dataset(cfg.data)
+    loaders = build_loaders(cfg.data, splits, seed=0)
+    model = create(
+        "vit_tiny_reid",
+        depth=2,
+        num_heads=[4, 4],
+        head_dim=8,
+        embed_dim=32,
+        mlp_hidden=[32, 32],
+        img_size=[64, 32],
+        patch_size=16,
+        stride=16,
+        num_classes=splits.num_classes,
+    )
+    result = run_schedule(model, cfg, loaders, tmp_path, device="cpu")
+
+    assert sum(result.model.arch.num_heads) == 6  # one head per round
+    for stage in ("round1", "round2"):
+        assert (tmp_path / stage / "train_log.jsonl").is_file()
+        assert not (tmp_path / stage / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "final" / "checkpoints" / "last.pt").is_file()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,13 @@ def _finetune(
     device: Any,
     callbacks: tuple[Any, ...] = (),
     select_best: bool = False,
+    keep_files: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """`fit` for `epochs` with a fresh optimiser; returns (model, stage record)."""
+    """`fit` for `epochs` with a fresh optimiser; returns (model, stage record).
+
+    keep_files=False removes the stage's resume checkpoint and best model once it is done (its log
+    stays): a prune job never resumes a finished round, and with one ViT-B checkpoint (weights +
+    optimiser, about 1 GB) per round a 57-round schedule would otherwise fill a disk."""
     from reidprune import models
     from reidprune.train import fit
 
@@ -189,6 +195,14 @@ def _finetune(
         record["selected"] = f"best epoch {result.best_epoch} by validation {result.metric_name}"
     else:
         record["selected"] = "last epoch"
+    if not keep_files:
+        if result.checkpoint is not None:
+            Path(result.checkpoint).unlink(missing_ok=True)
+        best = Path(result.best_path) if result.best_path is not None else None
+        if best is not None and best.is_dir():
+            shutil.rmtree(best)
+        elif best is not None:
+            best.unlink(missing_ok=True)
     return trained, record
 
 
@@ -246,6 +260,7 @@ def _vit_schedule(
                 output_dir / f"round{index + 1}",
                 teacher,
                 device,
+                keep_files=False,
             )
             stage.update(record)
         stages.append(stage)
