@@ -32,7 +32,9 @@ def prune_command(
     """Compress a trained model, fine-tune it with distillation from the unpruned teacher, evaluate it.
 
     Writes config.yaml, model/ (weights.safetensors + model.json with the compression plan),
-    metrics.json and the fine-tuning logs of every round to output_dir.
+    metrics.json and the fine-tuning logs of every round to output_dir. prune.options must be options
+    of the chosen method (a config's options are refused after --method picks another one). Runs in
+    one process: refused under torchrun.
     """
     from reidprune.compress.experiment import prune_experiment
     from reidprune.config import load_config
