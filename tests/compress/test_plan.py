@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import reidprune
-from reidprune.compress.plan import CompressionPlan
+from reidprune.compress.plan import CompressionPlan, flat_plan
 from reidprune.models import create
 
 STEPS = [
@@ -44,6 +44,7 @@ def test_then_on_three_steps_gives_exactly_the_flat_history() -> None:
 
 def test_a_nested_history_from_an_older_file_is_read_flat() -> None:
     assert CompressionPlan.from_dict(nested_dict()) == three_steps()
+    assert flat_plan(nested_dict()) == FLAT  # what the report shows for such a file
 
 
 def test_an_older_model_json_with_a_nested_plan_loads_and_saves_flat(tmp_path) -> None:
