@@ -43,9 +43,21 @@ def make_market_tree():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def make_imagefolder_tree():  # type: ignore[no-untyped-def]
+    """Factory `make_imagefolder_tree(root, size=(16, 8)) -> root`: train/ and val/ with classes cat, dog."""
+    return _data_fixtures().make_imagefolder_tree
+
+
+@pytest.fixture
 def market_root(tmp_path):  # type: ignore[no-untyped-def]
     """A tiny Market-1501 tree: train pids 2, 7, 11; test pids 3, 5 (+ junk, distractor)."""
     return _data_fixtures().make_market_tree(tmp_path / "market")
+
+
+@pytest.fixture
+def imagefolder_root(tmp_path):  # type: ignore[no-untyped-def]
+    """A tiny ImageFolder tree: train/{cat,dog} (4 images), val/cat (1 image)."""
+    return _data_fixtures().make_imagefolder_tree(tmp_path / "imagefolder")
 
 
 @pytest.fixture(scope="session")

@@ -2,4 +2,6 @@
 
 from reidprune.cli import main
 
-main()
+# guarded so that worker processes started with spawn / forkserver do not run the CLI again
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ outputs so that every result can be reproduced.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,7 +56,8 @@ def structured(schema: type[T], values: dict[str, Any] | DictConfig | None = Non
 
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None)
-    msg = getattr(err, "msg", None) or str(err).splitlines()[0]
+    # OmegaConf appends "full_key: ... object_type=..." lines to its messages; one line is enough
+    msg = (getattr(err, "msg", None) or str(err) or type(err).__name__).strip().splitlines()[0]
     return f"key '{key}': {msg}" if key else msg
 
 
@@ -83,10 +85,22 @@ def load_config(
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
         merged = OmegaConf.merge(*layers)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        config: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         where = str(path) if path is not None else "override"
         raise ConfigError(f"{where}: {_describe(err)}") from None
+    check_device(config.device)
+    return config
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str, key: str = "device") -> str:
+    """Refuse a device name torch or this machine setup cannot mean (ConfigError naming `key`)."""
+    if not isinstance(name, str) or not _DEVICE.fullmatch(name):
+        raise ConfigError(f"{key}='{name}': expected auto, cpu, cuda, cuda:N or mps")
+    return name
 
 
 def to_yaml(config: Any) -> str:
@@ -95,11 +109,9 @@ def to_yaml(config: Any) -> str:
 
 def save_config(config: Any, directory: str | Path, filename: str = "config.yaml") -> Path:
     """Write the resolved config next to a job's outputs."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / filename
-    target.write_text(to_yaml(config))
-    return target
+    from reidprune.atomic import write_text
+
+    return write_text(Path(directory) / filename, to_yaml(config))
 
 
 def replace(config: T, **changes: Any) -> T:

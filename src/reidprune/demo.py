@@ -5,8 +5,11 @@
     ONNX Runtime -> params, GMACs, batch-64 throughput (PyTorch) and batch-1 latency (ONNX Runtime)
     side by side -> HTML report
 
-Everything lands in one output folder; a second run reuses the data, the baseline and every
-finished variant (and says so), so only missing pieces are computed.
+Everything lands in one output folder (locked while a demo runs in it); a second run reuses the
+data, the baseline, every finished variant and every exported graph made with the same settings
+from the same models (and says so), and redoes the rest, saying why (settings changed, input model
+changed, a piece missing). Settings are compared through each run's config.yaml, models and
+graphs through their content (sha256), never through file ages.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reidprune.atomic import folder_lock, write_json
 from reidprune.config import ExperimentConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).with_name("demo.yaml")  # packaged with reidprune
 RESNET18_CONFIG = Path(__file__).with_name("demo_resnet18.yaml")
+# how the demo exports its graphs (export_onnx's arguments; stored in each graph's export.json)
+EXPORT_SETTINGS: dict[str, Any] = {"opset": 18, "batch": None, "exporter": "auto"}
+STAMP = "demo.json"  # in each run folder: digests of the models it was made from
 
 
 @dataclass(frozen=True)
@@ -76,16 +83,59 @@ def _say(message: str, log: Callable[[str], None] | None) -> None:
         log(message)
 
 
+def _changes(
+    out: Path, cfg: ExperimentConfig, outputs: tuple[str, ...], inputs: dict[str, str], ignore: frozenset[str]
+) -> str | None:
+    """Why the run in `out` cannot be reused for `cfg`: an output missing, a setting of its
+    config.yaml that differs (but `ignore`), or an input model that changed since it was made;
+    "" when it can be reused, None when there is no run to reuse."""
+    from reidprune.run_folder import CONFIG_NAME, config_differences, read_saved_config
+
+    missing = [name for name in (CONFIG_NAME, *outputs) if not (out / name).is_file()]
+    if missing:
+        return f"{missing[0]} is missing" if (out / CONFIG_NAME).is_file() else None
+    changed = config_differences(read_saved_config(out / CONFIG_NAME), cfg, ignore)
+    if changed:
+        return "settings changed (" + "; ".join(changed) + ")"
+    try:
+        made_from = json.loads((out / STAMP).read_text()).get("inputs")
+    except (OSError, ValueError):
+        made_from = None
+    if made_from != inputs:
+        return "its input model changed since it was made" if made_from else f"{STAMP} is missing"
+    return ""
+
+
+def _reuse_or_redo(
+    what: str,
+    out: Path,
+    cfg: ExperimentConfig,
+    outputs: tuple[str, ...],
+    inputs: dict[str, str],
+    log: Any,
+    ignore: frozenset[str] = frozenset({"train.progress"}),
+) -> bool:
+    """True (and says so) when `out` holds this very run; else says why it is redone."""
+    why = _changes(out, cfg, outputs, inputs, ignore)
+    if why == "":
+        _say(f"reusing {what} in {out} (delete it to redo)", log)
+        return True
+    if why is not None:
+        _say(f"redoing {what} in {out}: {why}", log)
+    return False
+
+
 def _baseline(cfg: ExperimentConfig, log: Callable[[str], None] | None) -> Path:
     from reidprune.train.experiment import train_experiment
 
     out = Path(cfg.output_dir)
-    final = out / "final"
-    if (final / "model.json").is_file() and (out / "metrics.json").is_file():
-        _say(f"reusing the baseline in {out} (delete it to retrain)", log)
+    # the prune section is the variants' business: it does not change the baseline
+    ignore = frozenset({"train.progress", "prune."})
+    if _reuse_or_redo("the baseline", out, cfg, ("final/model.json", "metrics.json"), {}, log, ignore):
         return out
     _say(f"training the baseline {cfg.model.name} for {cfg.train.epochs} epochs -> {out}", log)
-    train_experiment(cfg)
+    train_experiment(cfg, overwrite=True)  # the demo owns its folders: a stale or broken run goes
+    write_json(out / STAMP, {"inputs": {}})
     return out
 
 
@@ -98,11 +148,9 @@ def _variant(
     log: Callable[[str], None] | None,
 ) -> Path:
     from reidprune.compress.experiment import prune_experiment
+    from reidprune.export.onnx import model_dir_sha256
 
     out = root / variant.name
-    if (out / "metrics.json").is_file() and (out / "model" / "model.json").is_file():
-        _say(f"reusing {variant.name} in {out}", log)
-        return out
     cfg = load_config(
         cfg_path,
         [
@@ -113,18 +161,52 @@ def _variant(
             f"model.weights={baseline / 'final'}",
         ],
     )
+    inputs = {"model.weights": model_dir_sha256(baseline / "final")}
+    if _reuse_or_redo(variant.name, out, cfg, ("model/model.json", "metrics.json"), inputs, log):
+        return out
     _say(f"compressing: {variant.name} (then {cfg.prune.final_epochs} epochs of distillation) -> {out}", log)
-    prune_experiment(cfg)
+    prune_experiment(cfg, overwrite=True)
+    write_json(out / STAMP, {"inputs": inputs})
     return out
 
 
+def _export_graph(model: Any, target: Path, model_dir: Path) -> None:
+    """Export and check `model` (saved in `model_dir`) to `target`, with `target`'s export.json naming
+    the model files' digest and the export settings (what `_graph_is_current` compares)."""
+    from reidprune.export import export_onnx
+    from reidprune.export.onnx import model_dir_sha256
+
+    export_onnx(
+        model,
+        target,
+        **EXPORT_SETTINGS,
+        json_path=target.with_name(f"{target.stem}.export.json"),
+        extra={
+            "model_dir": str(model_dir),
+            "model_sha256": model_dir_sha256(model_dir),
+            "settings": EXPORT_SETTINGS,
+        },
+    )
+
+
 def _graph_is_current(graph: Path, model_dir: Path) -> bool:
-    """True when the exported graph exists and is not older than the saved model it came from (a
-    variant recomputed after its folder was deleted must not be timed on its predecessor's graph)."""
-    if not graph.is_file():
+    """True when `graph` is the complete, checked export of the model now in `model_dir` with the
+    demo's export settings: its export.json (written only after the check passed) names the graph's own
+    hash, the model files' digest and the settings. File ages say nothing about a truncated graph."""
+    from reidprune.export.onnx import file_sha256, model_dir_sha256
+
+    report = graph.with_name(f"{graph.stem}.export.json")
+    if not (graph.is_file() and report.is_file()):
         return False
-    saved = max(f.stat().st_mtime for f in model_dir.iterdir() if f.is_file())
-    return graph.stat().st_mtime >= saved
+    try:
+        info = json.loads(report.read_text())
+    except ValueError:
+        return False
+    return (
+        info.get("settings") == EXPORT_SETTINGS
+        and info.get("sha256") == file_sha256(graph)
+        and info.get("model_sha256") == model_dir_sha256(model_dir)
+    )
 
 
 def _measure_speed(
@@ -177,7 +259,6 @@ def run_demo(
     timing_seconds: about how long the side-by-side speed measurement runs in all.
     """
     from reidprune.errors import ConfigError
-    from reidprune.models.serialization import load
 
     if model not in DEMOS:
         raise ConfigError(f"demo model {model!r}: expected one of {', '.join(DEMOS)}")
@@ -187,6 +268,23 @@ def run_demo(
     cfg_path = Path(config) if config is not None else default_config
     base_overrides = [f"data.root={Path(output_dir) / 'data'}", *overrides]
     cfg = load_config(cfg_path, [*base_overrides, f"output_dir={root / 'baseline'}"])
+    with folder_lock(root):  # one demo per folder at a time
+        return _run(cfg, cfg_path, base_overrides, root, variants, export, report, log, timing_seconds)
+
+
+def _run(
+    cfg: ExperimentConfig,
+    cfg_path: Path,
+    base_overrides: list[str],
+    root: Path,
+    variants: tuple[Variant, ...],
+    export: bool,
+    report: bool,
+    log: Callable[[str], None] | None,
+    timing_seconds: float,
+) -> DemoResult:
+    from reidprune.models.serialization import load
+
     baseline = _baseline(cfg, log)
     runs = [baseline] + [_variant(cfg_path, base_overrides, baseline, v, root, log) for v in variants]
 
@@ -201,15 +299,12 @@ def run_demo(
 
     result = DemoResult(output_dir=root)
     if export:
-        from reidprune.export import export_onnx
-
         for name, (model, _) in models.items():
             target = root / "onnx" / f"{name}.onnx"
             if _graph_is_current(target, model_dirs[name]):
                 _say(f"reusing {target}", log)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(model, target)
+            _export_graph(model, target, model_dirs[name])
             _say(f"exported {name} -> {target} (checked against ONNX Runtime)", log)
     runtime = "ORT" if export else "torch"
     _say(f"timing side by side: batch-64 throughput (PyTorch), batch-1 latency ({runtime})", log)
@@ -236,5 +331,5 @@ def run_demo(
 
         result.report = build_report(runs, root / "report.html")
         _say(f"report: {result.report}", log)
-    (root / "summary.json").write_text(json.dumps(result.rows, indent=2))
+    write_json(root / "summary.json", result.rows)
     return result

@@ -1,4 +1,5 @@
-"""Every error type reidprune raises for bad input, in one module that imports nothing of ours.
+"""Every error type reidprune raises for bad input, in one module that imports nothing of ours but
+`reidprune.atomic` (which imports nothing of ours either).
 
 They are raised where the bad value enters, naming the file, key or value and what was
 expected; the CLI prints them as one line (exit code 2) instead of a traceback. Keeping this
@@ -6,6 +7,8 @@ module free of imports lets any module raise them without import cycles.
 """
 
 from __future__ import annotations
+
+from reidprune.atomic import FolderLockedError  # the one writer's error; atomic imports nothing of ours
 
 
 class ConfigError(ValueError):
@@ -43,4 +46,5 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CompressionError,
     TrainingError,
     FileNotFoundError,
+    FolderLockedError,
 )

@@ -8,6 +8,7 @@ import pytest
 import torch
 from filters_helpers import tiny_resnet
 
+from reidprune.compress.filters.api import select
 from reidprune.compress.filters.bafd import (
     allocate_units,
     bafd_layer_rates,
@@ -25,6 +26,7 @@ from reidprune.compress.filters.criteria import (
     select_sfp,
     smallest,
 )
+from reidprune.compress.filters.soft import SoftFilterPruning
 from reidprune.compress.filters.targets import ConvTarget, prunable_convs
 
 
@@ -156,3 +158,37 @@ def test_filters_to_prune_is_floor_of_n_times_rate():
     assert filters_to_prune(64, 0.5) == 32
     assert filters_to_prune(10, 0.29) == 2
     assert filters_to_prune(7, 3 / 7) == 3  # no filter lost to rounding of units / n
+
+
+# Six 2-D filters: the tight pair (0, 1) apart from four spread ones. Greedy removal of 3 takes
+# 1, 2, 3 (filter 0 survives once its partner is gone); the efficient variant keeps the most
+# isolated 5, 4, 3 and so prunes 0, 1, 2.
+PAIR_AND_FOUR = filters([0, 0], [0.1, 0], [5, 0], [7, 0], [5, 3], [12, 0])
+
+
+def test_bafd_efficient_branch_is_chosen_on_the_layer_rate_as_the_seed():
+    # ResNet-18/34 block sharing: conv1 won 4 of 6 units, conv2 3 of 6, both get 7/12 > 0.5,
+    # but floor(6 * 7/12) = 3 = n / 2: the seed (compress_rate > 0.5) takes the efficient branch
+    rate = share_blockwise(
+        [ConvTarget("b.conv1", "b.bn1", "b", "internal"), ConvTarget("b.conv2", "b.bn2", "b", "branch")],
+        {"b.conv1": 4 / 6, "b.conv2": 3 / 6},
+    )["b.conv1"]
+    assert rate == pytest.approx(7 / 12)
+    count = filters_to_prune(6, rate)
+    assert count == 3
+    assert select_bafd(PAIR_AND_FOUR, count, k=2, efficient=True, layer_rate=rate).tolist() == [0, 1, 2]
+    # without the efficient flag, and at a rate of exactly 0.5, the greedy removal decides
+    assert select_bafd(PAIR_AND_FOUR, count, k=2, layer_rate=rate).tolist() == [1, 2, 3]
+    assert select_bafd(PAIR_AND_FOUR, count, k=2, efficient=True, layer_rate=0.5).tolist() == [1, 2, 3]
+
+
+def test_soft_bafd_and_one_shot_bafd_pass_the_layer_rate_to_the_selection():
+    model = tiny_resnet("resnet18_reid", stage_planes=[6, 8, 16, 16])
+    target = next(t for t in prunable_convs(model, "bafd") if t.conv == "layer1.0.conv1")
+    weight = model.get_submodule(target.conv).weight
+    with torch.no_grad():  # the hand-built filters in the first two of the 6*3*3 entries
+        weight.zero_()
+        weight.view(6, -1)[:, :2] = PAIR_AND_FOUR.view(6, 2)
+    callback = SoftFilterPruning("bafd", [target], {target.conv: 7 / 12}, rate=0.9, efficient=True)
+    assert callback.select(model, target).tolist() == [0, 1, 2]
+    assert select("bafd", weight, 3, k=2, efficient=True, layer_rate=7 / 12).tolist() == [0, 1, 2]

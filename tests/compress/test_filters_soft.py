@@ -103,6 +103,19 @@ def test_bafd_decays_the_selection_by_decay_each_epoch_and_zeroes_it_at_the_end(
         assert removable.nonzero().flatten().tolist() == callback.selected[target.conv]
 
 
+def test_bafd_snapshot_is_a_copy_with_the_current_selection_zeroed():
+    model = tiny_resnet()
+    randomise_bn(model)
+    callback = filter_pruning_callback(model, "bafd", rate=0.5, decay=0.3)
+    callback.on_epoch_end(FakeEngine(model), 0)
+    decayed = copy.deepcopy(model.state_dict())
+    snapshot = callback.snapshot(model)
+    assert all(torch.equal(v, decayed[k]) for k, v in model.state_dict().items())  # training goes on
+    for target in callback.targets:
+        assert zero_rows(snapshot, target.conv, target.bn) == callback.selected[target.conv]
+        assert zero_rows(model, target.conv, target.bn) == []  # only decayed in the live model
+
+
 def test_bafd_rates_are_fixed_before_training_and_the_cap_holds():
     model = tiny_resnet("resnet50_reid")
     callback = filter_pruning_callback(model, "bafd", rate=0.8, max_layer_rate=0.75, scope="bafd")

@@ -11,6 +11,7 @@ from reidprune.compress.tokens.pm import dense_matrices
 from reidprune.models import create, create_from_checkpoint
 from reidprune.models.checkpoint_io import CheckpointError
 from reidprune.models.import_tokens import amg_kept_positions, pm_sparse_plan
+from seed_checkpoints import la_checkpoint, pm_checkpoint
 
 SMALL = {
     "embed_dim": 32,
@@ -61,29 +62,11 @@ def test_transreid_token_skipping_equals_our_skip_reducers() -> None:
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
 
 
-def _la_checkpoint(model: torch.nn.Module, masks: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
-    state = {}
-    for key, value in model.state_dict().items():
-        key = key.replace("backbone.", "model.", 1)
-        key = key.replace("head.classifiers.", "classifier", 1)
-        for ours, theirs in (
-            (".reduce.", ".add_block.0."),
-            (".bn.", ".add_block.1."),
-            (".fc.", ".classifier.0."),
-        ):
-            if key.startswith("classifier"):
-                key = key.replace(ours, theirs, 1)
-        state[key] = value.clone()
-    for block, mask in masks.items():  # AMG registers the mask as a (non-trainable) parameter
-        state[f"model.blocks.{block}.attn.token_index"] = mask
-    return state
-
-
 def test_amg_la_checkpoint_builds_a_kv_pruned_model(tmp_path) -> None:
     original = create("la_tiny", num_heads=[2, 1], depth=2, **SMALL).eval()
     masks = {1: _mask(1, 1, 0, 0, 1, 1, 1, 0, 1)}
     path = tmp_path / "amg_la.pth"
-    torch.save(_la_checkpoint(original, masks), path)
+    torch.save(la_checkpoint(original, masks), path)
     model = create_from_checkpoint("la_tiny", path, **SMALL).eval()
     assert model.arch.tokens == {
         "method": "amg",
@@ -94,20 +77,6 @@ def test_amg_la_checkpoint_builds_a_kv_pruned_model(tmp_path) -> None:
     attach_reducers(original, model.arch.tokens)
     images = torch.randn(2, 3, 32, 16)
     torch.testing.assert_close(model(images).embedding, original(images).embedding, rtol=0, atol=0)
-
-
-def _pm_checkpoint(model: torch.nn.Module, matrices: dict[int, tuple]) -> dict[str, torch.Tensor]:
-    """A PM-ViT (timm naming) checkpoint of a linear-head ViT with the given per-block matrices."""
-    state = {
-        k.replace("backbone.", "", 1).replace("head.classifiers.0.", "head."): v
-        for k, v in model.state_dict().items()
-    }
-    for block, (merge, recover, mask) in matrices.items():
-        prefix = f"blocks.{block}.attn."
-        state[prefix + "merge_matrix"], state[prefix + "recover_matrix"] = merge, recover
-        state[prefix + "token_mask"] = mask
-        state[prefix + "bias"] = torch.zeros(merge.shape[0])
-    return {"model": state, "channels": [m[0].shape[0] for m in matrices.values()]}
 
 
 def _dense_reference(
@@ -129,7 +98,7 @@ def test_prune_merge_checkpoint_with_its_plan_pattern_becomes_sparse(tmp_path) -
     merge, _, mask = dense_matrices(segment, torch.tensor([1.0, 0.5, 0.25, 0.0, 1.0, 0.75, 1.0, 0.0]))
     matrices = {1: (merge, torch.linalg.pinv(merge), mask)}  # PM-ViT's SVD pseudo-inverse
     path = tmp_path / "pm.pth"
-    torch.save(_pm_checkpoint(original, matrices), path)
+    torch.save(pm_checkpoint(original, matrices), path)
     model = create_from_checkpoint("deit_tiny_patch16_224", path, **SMALL).eval()
     assert model.arch.tokens == {
         "method": "pm",
@@ -148,7 +117,7 @@ def test_prune_merge_checkpoint_with_dense_matrices_stays_dense(tmp_path) -> Non
     merge = merge + 0.01 * torch.randn_like(merge)  # fine-tuned: every entry moved
     matrices = {0: (merge, recover, mask)}
     path = tmp_path / "pm_dense.pth"
-    torch.save(_pm_checkpoint(original, matrices), path)
+    torch.save(pm_checkpoint(original, matrices), path)
     model = create_from_checkpoint("deit_tiny_patch16_224", path, **SMALL).eval()
     assert model.arch.tokens == {"method": "pm", "num_tokens": 9, "dense": True, "tokens": [4, None]}
     images = torch.randn(2, 3, 32, 16)

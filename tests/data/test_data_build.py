@@ -99,7 +99,9 @@ def test_skip_corrupt_drops_unreadable_images_with_a_warning(tmp_path: Path) -> 
 def test_corrupt_image_without_skip_fails_when_cached(tmp_path: Path) -> None:
     root = make_market_tree(tmp_path / "m")
     write_truncated_jpeg(root / "bounding_box_train" / "0002_c3s1_000999_01.jpg")
-    cfg = DataConfig(format="market1501", root=str(root), num_workers=0, batch_size=2, num_instances=1)
+    cfg = DataConfig(
+        format="market1501", root=str(root), height=32, width=16, num_workers=0, batch_size=2, num_instances=1
+    )
     splits = build_dataset(cfg)  # not decoded yet: parsing only reads names
     with pytest.raises(
         DataError,
@@ -112,7 +114,14 @@ def test_corrupt_image_without_cache_fails_when_read(tmp_path: Path) -> None:
     root = make_market_tree(tmp_path / "m")
     write_truncated_jpeg(root / "query" / "0003_c3s1_000999_01.jpg")
     cfg = DataConfig(
-        format="market1501", root=str(root), num_workers=0, cache_images=False, batch_size=2, num_instances=1
+        format="market1501",
+        root=str(root),
+        height=32,
+        width=16,
+        num_workers=0,
+        cache_images=False,
+        batch_size=2,
+        num_instances=1,
     )
     loaders = build_loaders(cfg, build_dataset(cfg))
     assert loaders.query is not None

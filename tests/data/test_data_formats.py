@@ -183,6 +183,33 @@ def test_detect_failure_lists_what_was_sought(tmp_path: Path) -> None:
         detect_format(tmp_path)
 
 
+def test_detect_market_with_the_seeds_pytorch_folder_is_ambiguous(tmp_path: Path) -> None:
+    """BAFD's prepare_market.py writes pytorch/ inside the Market folder: two readings of one set."""
+    root = make_market_tree(tmp_path / "Market-1501-v15.09.15")
+    make_reid_folder_tree(root)
+    with pytest.raises(
+        DataError,
+        match=r"fits more than one data set format: market1501 \(.*Market-1501-v15\.09\.15\), "
+        r"reid_folder \(.*pytorch\); pass the format explicitly \(--data-format / data.format: one of market1501,",
+    ):
+        detect_format(root)
+
+
+def test_detect_two_data_sets_in_one_folder_is_ambiguous(tmp_path: Path) -> None:
+    make_market_tree(tmp_path / "Market-1501-v15.09.15")
+    make_msmt_tree(tmp_path / "MSMT17_V1")
+    with pytest.raises(DataError, match=r"fits more than one data set format: market1501 .*, msmt17 "):
+        detect_format(tmp_path)
+
+
+def test_detect_duke_names_in_a_folder_named_neither_is_ambiguous(tmp_path: Path) -> None:
+    """DukeMTMC-reID and Occluded-Duke share names and layout: only the folder name tells them apart."""
+    root = make_duke_tree(tmp_path / "person_data")
+    with pytest.raises(DataError, match=r"fits more than one data set format: dukemtmc .*, occluded_duke "):
+        detect_format(root)
+    assert detect_format(make_duke_tree(tmp_path / "my_occluded_copy")) == "occluded_duke"
+
+
 # ---- bad input: one clear error naming the path / value and what was expected ----
 
 

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from reidprune.demo import FILTER_VARIANTS, VARIANTS, DemoResult, run_demo
 from reidprune.errors import ConfigError
+from reidprune.run_folder import read_saved_config
 
 TINY = [
     "data.synth_ids=24",
@@ -72,19 +74,74 @@ def test_unknown_demo_model_is_refused_before_any_work(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-def test_a_graph_older_than_its_model_is_exported_again(tmp_path: Path) -> None:
-    from reidprune.demo import _graph_is_current
+def test_a_graph_is_reused_only_when_its_content_matches_the_model_and_settings(tmp_path: Path) -> None:
+    import json as json_module
 
-    model_dir, graph = tmp_path / "model", tmp_path / "model.onnx"
-    model_dir.mkdir()
-    (model_dir / "weights.safetensors").write_bytes(b"w")
+    from reidprune.demo import _export_graph, _graph_is_current
+    from reidprune.models import create, save
+
+    def tiny(seed: int):
+        torch.manual_seed(seed)
+        return create("vit_tiny_reid", depth=1, img_size=[32, 16], embed_dim=32, head_dim=16, num_classes=3)
+
+    model_dir, graph = tmp_path / "model", tmp_path / "onnx" / "m.onnx"
+    report = graph.with_name("m.export.json")
+    model = tiny(0)
+    save(model, model_dir)
     assert not _graph_is_current(graph, model_dir)  # not exported yet
-    graph.write_bytes(b"g")
-    os.utime(model_dir / "weights.safetensors", (100.0, 100.0))
-    os.utime(graph, (200.0, 200.0))
+    _export_graph(model, graph, model_dir)
     assert _graph_is_current(graph, model_dir)
-    os.utime(model_dir / "weights.safetensors", (300.0, 300.0))  # the model was recomputed since
+
+    whole = graph.read_bytes()
+    graph.write_bytes(whole[: len(whole) // 2])  # cut short (a full disk, a kill) but newer than the model
     assert not _graph_is_current(graph, model_dir)
+    graph.write_bytes(whole)
+    assert _graph_is_current(graph, model_dir)
+
+    info = json_module.loads(report.read_text())
+    report.write_text(json_module.dumps({**info, "settings": {**info["settings"], "opset": 17}}))
+    assert not _graph_is_current(graph, model_dir)  # exported with other settings
+    report.write_text(json_module.dumps(info))
+
+    save(tiny(1), model_dir)  # the model was recomputed; the graph is still newer than nothing
+    os.utime(graph)
+    assert not _graph_is_current(graph, model_dir)
+
+
+@pytest.mark.slow
+def test_changed_overrides_redo_what_they_change_and_say_why(tmp_path: Path) -> None:
+    variant = next(v for v in VARIANTS if v.name == "head-entropy-50")
+    options = {"variants": (variant,), "export": False, "report": False, "timing_seconds": 0.2}
+    run_demo(tmp_path, overrides=TINY, log=None, **options)
+
+    messages: list[str] = []
+    run_demo(tmp_path, overrides=[*TINY, "prune.final_epochs=2"], log=messages.append, **options)
+    baseline, pruned = tmp_path / "baseline", tmp_path / variant.name
+    assert messages[:3] == [
+        f"reusing the baseline in {baseline} (delete it to redo)",
+        f"redoing head-entropy-50 in {pruned}: settings changed (prune.final_epochs: 1 -> 2)",
+        f"compressing: head-entropy-50 (then 2 epochs of distillation) -> {pruned}",
+    ]
+
+    messages.clear()
+    run_demo(
+        tmp_path, overrides=[*TINY, "prune.final_epochs=2", "data.val_ids=3"], log=messages.append, **options
+    )
+    assert messages[:4] == [
+        f"redoing the baseline in {baseline}: settings changed (data.val_ids: 2 -> 3)",
+        f"training the baseline la_tiny_reid for 1 epochs -> {baseline}",
+        f"redoing head-entropy-50 in {pruned}: settings changed (data.val_ids: 2 -> 3)",
+        f"compressing: head-entropy-50 (then 2 epochs of distillation) -> {pruned}",
+    ]
+    assert read_saved_config(baseline / "config.yaml")["data"]["val_ids"] == 3
+
+
+def test_a_demo_folder_in_use_is_refused(tmp_path: Path) -> None:
+    from reidprune.atomic import FolderLockedError, folder_lock
+
+    with folder_lock(tmp_path), pytest.raises(FolderLockedError, match=rf"^{tmp_path} is in use"):
+        run_demo(tmp_path, overrides=TINY, log=None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_compared_rows_give_the_map_change_against_the_baseline() -> None:

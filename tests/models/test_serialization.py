@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,6 +123,17 @@ def test_load_checkpoint_from_a_model_directory(tmp_path):
         load_checkpoint(other, directory)
 
 
+def test_a_model_directory_written_before_global_pooling_existed_still_loads(tmp_path):
+    model = create("vit_tiny_reid", depth=2)
+    directory = save(model, tmp_path / "m")
+    description = json.loads((directory / "model.json").read_text())
+    for key in ("global_pool", "fc_norm"):
+        del description["arch"][key]
+    (directory / "model.json").write_text(json.dumps(description))
+    assert load(directory).arch == model.arch
+    assert load_checkpoint(create("vit_tiny_reid", depth=2), directory).format == "reidprune"
+
+
 def test_own_state_dict_saved_with_torch_save_loads(tmp_path):
     model = create("la_tiny_reid", depth=2)
     torch.save({"state_dict": model.state_dict(), "epoch": 4}, tmp_path / "last.pth")
@@ -139,8 +153,68 @@ def test_a_pickle_with_custom_objects_is_refused_not_executed(tmp_path):
     model = create("vit_tiny_reid", depth=1)
     path = tmp_path / "finetuned.pth"
     torch.save({"model": model.state_dict(), "args": NotWeights()}, path)
-    with pytest.raises(CheckpointError, match=r"refused to unpickle.*weights-only"):
+    with pytest.raises(
+        CheckpointError, match=r"not loaded: the file holds code or objects other than weights"
+    ):
         load_checkpoint(model, path)
+
+
+def _as_numpy1_pickle(path):
+    """Rewrite a torch.save file as numpy 1.x writes it: numpy 2 pickles name `numpy._core.multiarray`,
+    numpy 1.x (the seeds' environment) `numpy.core.multiarray`."""
+    source = zipfile.ZipFile(io.BytesIO(path.read_bytes()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            target.writestr(info, data)
+    path.write_bytes(out.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("numpy1", [False, True])
+def test_numpy_integers_of_the_amg_seeds_are_read(tmp_path, numpy1):
+    # AMG's finetune.py: heads / dims as numpy int64 scalars, channels as 0-d tensors (TR) or, after a
+    # token -> head cascade, an int64 array (LA's load_check applies np.asarray)
+    model = create("vit_tiny_reid", depth=2)
+    path = tmp_path / "net_last.pth"
+    payload = {
+        "state_dict": model.state_dict(),
+        "heads": [np.int64(3), np.int64(2)],
+        "dims": [np.int64(192), np.int64(128)],
+        "channels": np.asarray([torch.tensor(97), torch.tensor(129)]),
+        "flags": np.bool_(True),
+    }
+    torch.save(payload, path)
+    if numpy1:
+        _as_numpy1_pickle(path)
+    fresh = create("vit_tiny_reid", depth=2)
+    assert load_checkpoint(fresh, path).format == "reidprune"
+    assert torch.equal(fresh.backbone.blocks[1].attn.qkv.weight, model.backbone.blocks[1].attn.qkv.weight)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (np.float32(0.5), "Float32DType"),
+        (np.array(["a", None], dtype=object), "ObjectDType"),
+        (np.random.default_rng(0), "numpy.random._pickle.__generator_ctor"),
+        (NotWeights(), "NotWeights"),
+    ],
+)
+def test_other_numpy_objects_and_classes_are_refused_by_name(tmp_path, extra, named):
+    model = create("vit_tiny_reid", depth=1)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": model.state_dict(), "heads": [np.int64(3)], "extra": extra}, path)
+    with pytest.raises(
+        CheckpointError, match=r"not loaded: the file holds code or objects other than weights"
+    ) as err:
+        load_checkpoint(model, path)
+    assert named in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_a_directory_without_model_json(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -156,6 +157,48 @@ def test_amg_pruned_transreid_builds_with_the_checkpoint_heads(tmp_path):
     )
 
 
+def test_amg_transreid_checkpoint_as_released_loads_strictly(tmp_path):
+    # entropy248/AMG finetune.py after a head -> token cascade: {state_dict, channels (0-d tensors),
+    # heads / dims (numpy ints)}; every attention has a token_index, the JPM copies' all True (never
+    # applied: disable_index), and token masks are in the running order of the token-skip blocks
+    from reidprune.compress.tokens import attach_reducers
+
+    original = create("transreid_base", num_cameras=2, num_heads=[3, 1, 2], depth=4, **SMALL).eval()
+    state = {k.removeprefix("module."): v for k, v in _transreid_checkpoint(original).items()}
+    everything = torch.ones(9, dtype=torch.bool)
+    masks = {
+        0: torch.tensor([1, 0, 1, 1, 0, 1, 1, 0, 1], dtype=torch.bool),  # order -> [0 2 3 5 6 8 1 4 7]
+        1: everything,
+        2: torch.tensor([1, 1, 0, 1, 1, 0, 1, 1, 1], dtype=torch.bool),  # originals 0 2 5 6 1 4 7
+        3: everything,  # the last base block: unused with JPM
+    }
+    for block, mask in masks.items():
+        state[f"base.blocks.{block}.attn.token_index"] = mask
+    state["b1.0.attn.token_index"] = state["b2.0.attn.token_index"] = everything
+    path = _save(
+        tmp_path,
+        {
+            "state_dict": state,
+            "channels": [torch.tensor(6), torch.tensor(9), torch.tensor(7)],
+            "heads": [np.int64(3), np.int64(1), np.int64(2)],
+            "dims": [np.int64(48), np.int64(16), np.int64(32)],
+        },
+    )
+    model = create_from_checkpoint("transreid_base", path, depth=4, **{**SMALL, "num_classes": 751})
+    assert model.arch.num_heads == [3, 1, 2]
+    assert model.arch.tokens == {
+        "method": "amg",
+        "mode": "skip",
+        "num_tokens": 9,
+        "kept": [[0, 2, 3, 5, 6, 8], None, [0, 1, 2, 4, 5, 6, 7]],
+    }
+    attach_reducers(original, model.arch.tokens)
+    images, camids = torch.randn(2, 3, 32, 16), torch.tensor([1, 0])
+    assert torch.equal(
+        _eval_embedding(model, images, camids).embedding, _eval_embedding(original, images, camids).embedding
+    )
+
+
 def test_plain_transreid_baseline_without_jpm(tmp_path):
     original = create("transreid_base", jpm=False, depth=2, **SMALL)
     state = _rename(original.state_dict(), TO_TRANSREID)
@@ -255,3 +298,46 @@ def test_extra_importers_claim_keys_and_change_the_architecture(tmp_path, monkey
         load_checkpoint(model, path)
     rebuilt = create_from_checkpoint("vit_tiny_reid", path, depth=2)
     assert rebuilt.arch.head_options == {"neck_feat": "before"}
+
+
+def _timm_avg_pool_vit():
+    """A tiny timm ViT pooled like an MAE fine-tune: mean of the patch tokens, then fc_norm."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    reference = VisionTransformer(
+        img_size=(32, 16), patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5, global_pool="avg"
+    )
+    for p in reference.parameters():  # away from the initial LayerNorm ones / zeros
+        torch.nn.init.normal_(p, std=0.2)
+    return reference.eval()
+
+
+def test_timm_global_average_pooling_with_fc_norm_converts_with_identical_outputs(tmp_path):
+    from reidprune.models import load, save
+
+    reference = _timm_avg_pool_vit()
+    assert "fc_norm.weight" in reference.state_dict() and "norm.weight" not in reference.state_dict()
+    path = _save(tmp_path, {"model": reference.state_dict(), "epoch": 99})
+    shape = {"img_size": [32, 16], "patch_size": 8, "embed_dim": 32, "depth": 2, "head_dim": 16}
+    mae = create_from_checkpoint("mae_base_patch16_224", path, **shape)
+    # a CLS-token entry takes the pooling from the checkpoint's keys
+    deit = create_from_checkpoint("deit_tiny_patch16_224", path, **shape)
+    assert (
+        (deit.arch.global_pool, deit.arch.fc_norm)
+        == (mae.arch.global_pool, mae.arch.fc_norm)
+        == ("avg", True)
+    )
+    images = torch.randn(3, 3, 32, 16)
+    with torch.no_grad():
+        expected = reference(images)
+    for model in (mae, deit, load(save(mae, tmp_path / "mae"))):
+        torch.testing.assert_close(_eval_embedding(model, images).logits[0], expected, atol=1e-5, rtol=0)
+
+
+def test_a_pooled_checkpoint_into_a_cls_token_model_names_the_fix(tmp_path):
+    path = _save(tmp_path, _timm_avg_pool_vit().state_dict())
+    model = create(
+        "deit_tiny_patch16_224", img_size=[32, 16], patch_size=8, embed_dim=32, depth=2, head_dim=16
+    )
+    with pytest.raises(CheckpointError, match=r"fc_norm.*global_pool='avg'.*mae_base_patch16_224"):
+        load_checkpoint(model, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -277,3 +278,17 @@ def test_attention_params_agree_with_the_built_modules():
     assert attention_params(arch, include_branches=True) == built
     backbone_only = sum(p.numel() for b in model.backbone.blocks for p in b.attn.parameters())
     assert attention_params(arch) == backbone_only
+
+
+def test_pixels_no_patch_covers_are_warned_about():
+    from reidprune.models.vit_models import uncovered_pixels
+
+    with pytest.warns(
+        UserWarning, match=r"img_size \[250, 128\] is not a multiple of patch_size 16: the last 10"
+    ):
+        model = create("vit_tiny_reid", depth=1, img_size=[250, 128], patch_size=16, stride=16)
+    assert uncovered_pixels(model.arch) == (10, 0)
+    # overlapping patches (TransReID: stride 12 at 256x128) leave 4 columns by design: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create("vit_tiny_reid", depth=1, img_size=[256, 128], patch_size=16, stride=12)

@@ -126,7 +126,7 @@ def test_resume_is_exact_with_the_real_data_pipeline(config_file: Path, tmp_path
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
-def test_distillation_from_the_cli_needs_a_trained_teacher(config_file: Path) -> None:
-    result = _invoke("--config", str(config_file), "train.distill=soft")
+def test_distillation_from_the_cli_needs_a_trained_teacher(config_file: Path, tmp_path: Path) -> None:
+    result = _invoke("--config", str(config_file), "train.distill=soft", f"output_dir={tmp_path / 'run'}")
     assert result.exit_code == 2
     assert "needs a trained teacher" in result.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,15 +91,23 @@ def test_killed_run_resumes_bit_for_bit(tmp_path: Path, loaders_fn, kill_at: int
     assert resumed.history == reference.history
 
 
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
 def test_leftover_temp_file_does_not_break_resume(tmp_path: Path) -> None:
     reference, _ = _run(tmp_path / "ref", pk_loaders)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "killed", pk_loaders, kill_at=5)
-    # a kill during a save leaves a half-written temp file next to the good checkpoint
-    (tmp_path / "killed" / "checkpoints" / ".last.pt.tmp").write_bytes(b"half a checkpoint")
+    # a kill during a save leaves a half-written temp file (named after the dead pid) next to the
+    # good checkpoint
+    leftover = tmp_path / "killed" / "checkpoints" / f".last.pt.{_dead_pid()}.0123abcd.tmp"
+    leftover.write_bytes(b"half a checkpoint")
     resumed, _ = _run(tmp_path / "killed", pk_loaders, resume=True)
     _assert_same_weights(reference.model, resumed.model)
-    assert not (tmp_path / "killed" / "checkpoints" / ".last.pt.tmp").exists()  # replaced by later saves
+    assert not leftover.exists()  # removed by the next save
 
 
 def test_resume_without_checkpoint_starts_fresh(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""`reidprune bench MODEL_DIR... [--batch-size 64] [--threads N] [--min-time S] [--json PATH]`."""
+"""`reidprune bench MODEL_DIR... [--batch-size 64] [--threads N] [--min-time S] [--runtime openvino]
+[--json PATH]`."""
 
 from __future__ import annotations
 
@@ -7,38 +8,9 @@ from typing import Any
 
 import typer
 
-from reidprune.cli.common import console, print_table, write_json
+from reidprune.cli.common import console, ensure_writable, print_table, write_json
 from reidprune.cli.export import export_errors
-
-RUN_MODEL_DIRS = ("model", "final", "best")  # where prune and train jobs leave their model
-
-
-def resolve_model_dir(path: Path) -> Path:
-    """A model directory, or the model inside a run directory (prune: model/, train: final/ or best/)."""
-    from reidprune.models.checkpoint_io import CheckpointError
-    from reidprune.models.serialization import is_model_dir
-
-    if is_model_dir(path):
-        return path
-    for name in RUN_MODEL_DIRS:
-        if is_model_dir(path / name):
-            return path / name
-    raise CheckpointError(
-        f"{path}: not a reidprune model directory (no model.json) nor a run directory with "
-        f"{' / '.join(RUN_MODEL_DIRS)}/model.json"
-    )
-
-
-def unique_names(paths: list[Path]) -> list[str]:
-    """Short display names: the folder name, or "run/model" when the model sits inside a run; numbered
-    when still ambiguous."""
-    names = [p.name if p.name not in RUN_MODEL_DIRS else f"{p.parent.name}/{p.name}" for p in paths]
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if names.count(name) == 1 else f"{name}#{seen[name]}")
-    return out
+from reidprune.cli.model_dirs import resolve_model_dir, unique_names
 
 
 def bench_command(
@@ -53,19 +25,35 @@ def bench_command(
     ),
     min_time: float = typer.Option(2.0, "--min-time", help="seconds of interleaved timed rounds in all"),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="also export and time ONNX Runtime at batch 1"),
+    runtime: list[str] = typer.Option(
+        [],
+        "--runtime",
+        help="openvino: also time OpenVINO at batch 1 (IR from the checked ONNX graph), repeatable; "
+        "ONNX Runtime and PyTorch are always timed in the same rounds",
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
 ) -> None:
     """Several saved models side by side, in one process, timings interleaved: params, GMACs, PyTorch
-    throughput and batch-1 latency, ONNX Runtime batch-1 latency (CPU)."""
+    throughput and batch-1 latency, ONNX Runtime (and OpenVINO) batch-1 latency (CPU)."""
     from reidprune.config import ConfigError
-    from reidprune.export.benchmark import bench_models
+    from reidprune.export.benchmark import RUNTIMES, bench_models
     from reidprune.models import load
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected >= 1")
+    bad = [r for r in runtime if r not in RUNTIMES]
+    if bad:
+        raise ConfigError(f"--runtime {bad[0]}: expected one of {', '.join(RUNTIMES)}")
+    if runtime and not onnx:
+        raise ConfigError("--runtime needs the ONNX graph: drop --no-onnx")
+    runtimes = ["onnxruntime", *(r for r in RUNTIMES[1:] if r in runtime)]
+    if json_path is not None:
+        ensure_writable(json_path, option="--json")
     dirs = [resolve_model_dir(p) for p in model_dirs]
     models = [(name, load(d)) for name, d in zip(unique_names(dirs), dirs, strict=True)]
-    result = bench_models(models, batch_size=batch_size, onnx=onnx, threads=threads, min_time=min_time)
+    result = bench_models(
+        models, batch_size=batch_size, onnx=onnx, threads=threads, min_time=min_time, runtimes=runtimes
+    )
     for row, d in zip(result["models"], dirs, strict=True):
         row["model_dir"] = str(d)
     print_table(
@@ -89,6 +77,10 @@ def _row(r: dict[str, Any], batch_size: int) -> dict[str, Any]:
         row["ORT b1 (ms)"] = r["ort_latency_ms_b1"]
         row["ORT/torch"] = r["ort_vs_torch"]
         row["max |ORT-torch|"] = (r.get("onnx_check") or {}).get("max_abs_diff")
+    if "openvino_latency_ms_b1" in r:
+        row["OpenVINO b1 (ms)"] = r["openvino_latency_ms_b1"]
+        row["OpenVINO/torch"] = r["openvino_vs_torch"]
+        row["max |OV-torch|"] = (r.get("openvino_check") or {}).get("max_abs_diff")
     return row
 
 

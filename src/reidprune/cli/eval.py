@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors, write_json
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors, write_json
 
 SPLITS = ("test", "val")
 EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
@@ -17,40 +17,41 @@ EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
 def resolve_device(name: str) -> Any:
     import torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        from reidprune.config import ConfigError
+    from reidprune.config import check_device
 
-        raise ConfigError(f"device='{name}': expected auto, cpu, cuda or cuda:N") from None
+    if check_device(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def load_model(
     model: str, weights: Path | None, cfg: Any, device: Any, num_classes: int | None = None
 ) -> Any:
-    """A reidprune model directory, or registry entry `model` with a foreign checkpoint (`weights`)
-    or, without one, random weights. Registry models are built for the data's input size."""
+    """A reidprune model directory (or a run directory holding one), or registry entry `model` with a
+    foreign checkpoint (`weights`) or, without one, random weights. Registry models are built for the
+    configured input size (data.height x data.width) when set, else for the entry's own."""
     from reidprune import models
-    from reidprune.models.serialization import is_model_dir
+    from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
+    from reidprune.data.config import requested_size
 
-    if is_model_dir(model):
+    if is_saved_model(model):
         if weights is not None:
             from reidprune.config import ConfigError
 
             raise ConfigError(
                 f"{model} is a reidprune model directory with its own weights; drop --weights {weights}"
             )
-        return models.load(model, map_location=device)
+        return models.load(resolve_model_dir(model), map_location=device)
     if Path(model).exists():
         from reidprune.models.checkpoint_io import CheckpointError
 
         raise CheckpointError(
-            f"{model}: not a reidprune model directory (no model.json); for a foreign checkpoint pass a "
-            "registry name and --weights PATH, e.g. `reidprune eval transreid_base --weights model.pth`"
+            f"{model}: not a reidprune model directory (no model.json) nor a run directory holding one; "
+            "for a foreign checkpoint pass a registry name and --weights PATH, e.g. "
+            "`reidprune eval transreid_base --weights model.pth`"
         )
-    kwargs = {"img_size": [cfg.data.height, cfg.data.width], **cfg.model.kwargs}
+    size = requested_size(cfg.data)
+    kwargs = {**({"img_size": list(size)} if size is not None else {}), **cfg.model.kwargs}
     if weights is not None:
         built = models.create_from_checkpoint(model, weights, strict=cfg.model.strict, **kwargs)
     else:
@@ -61,9 +62,13 @@ def load_model(
     return built.to(device).eval()
 
 
-def _data_config(cfg: Any, data_format: str | None, data_root: str | None) -> Any:
+def _data_config(cfg: Any, data_format: str | None, data_root: str | None, format_is_default: bool) -> Any:
+    """The data section with the command line's format and root. A --data-root whose format nobody
+    gave (neither --data-format, the YAML nor an override) is detected, never assumed synthetic."""
     if data_format is not None:
         cfg.data.format = data_format
+    elif data_root is not None and format_is_default:
+        cfg.data.format = "auto"
     if data_root is not None:
         cfg.data.root = data_root
     return cfg
@@ -74,7 +79,9 @@ def eval_command(
         ..., help="a reidprune model directory, or a registry name (see `reidprune models list`)"
     ),
     overrides: list[str] | None = typer.Argument(
-        None, help="dotted overrides, e.g. eval.ranks=[1,5] data.height=256"
+        None,
+        help="dotted overrides, e.g. eval.ranks=[1,5] data.num_workers=0 (the input size is the model's "
+        "unless data.height / data.width are set)",
     ),
     weights: Path | None = typer.Option(
         None, "--weights", "-w", help="foreign checkpoint (.pth / .safetensors) for a registry name"
@@ -85,7 +92,8 @@ def eval_command(
     data_format: str | None = typer.Option(
         None,
         "--data-format",
-        help="market1501 | dukemtmc | occluded_duke | msmt17 | reid_folder | imagefolder | synth | auto",
+        help="market1501 | dukemtmc | occluded_duke | msmt17 | reid_folder | imagefolder | synth | auto "
+        "(default with --data-root: detected from the folder)",
     ),
     data_root: str | None = typer.Option(None, "--data-root", help="data set folder"),
     split: str = typer.Option(
@@ -104,16 +112,27 @@ def eval_command(
         None, "--device", help="auto | cpu | cuda[:N] (default: the config's device)"
     ),
     json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
+    which_epoch: str | None = typer.Option(
+        None, "--which-epoch", help="MODEL is a run folder: evaluate its epoch_K/ snapshot, last or best"
+    ),
 ) -> None:
     """Evaluate a model: re-ID mAP / mINP / CMC (standard protocol) or classification top-1 / top-5, in percent."""
     from reidprune.config import ConfigError, load_config
     from reidprune.data import build_dataset, build_loaders
     from reidprune.errors import DataError
     from reidprune.evaluate import evaluate_classification, evaluate_reid
+    from reidprune.evaluate.forward import use_model_input_size
 
+    if which_epoch is not None:
+        from reidprune.train.snapshots import choose_snapshot
+
+        model = str(choose_snapshot(model, which_epoch))
     if split not in SPLITS:
         raise ConfigError(f"--split {split}: expected one of {', '.join(SPLITS)}")
-    cfg = _data_config(load_config(config, overrides or []), data_format, data_root)
+    if json_path is not None:
+        ensure_writable(json_path, option="--json")
+    format_is_default = config is None and not any(o.startswith("data.format=") for o in overrides or [])
+    cfg = _data_config(load_config(config, overrides or []), data_format, data_root, format_is_default)
     if flip is not None:
         cfg.eval.flip = flip
     if rerank is not None:
@@ -122,6 +141,13 @@ def eval_command(
         cfg.eval.metric = metric
     torch_device = resolve_device(device or cfg.device)
     splits = build_dataset(cfg.data)
+    if cfg.data.format == "auto":
+        console.print(
+            f"{cfg.data.root}: detected the {splits.format} layout (--data-format chooses another)",
+            highlight=False,
+        )
+    net = load_model(model, weights, cfg, torch_device, num_classes=splits.num_classes)
+    use_model_input_size(cfg.data, net)
     # only the evaluated splits get loaders (and a decoded-image cache)
     names = ("query", "gallery") if split == "test" else ("val_query", "val_gallery")
     wanted = {*names, "val"} if split == "test" else set(names)
@@ -131,7 +157,6 @@ def eval_command(
             splits, train=[], **{n: getattr(splits, n) if n in wanted else [] for n in EVAL_SPLITS}
         ),
     )
-    net = load_model(model, weights, cfg, torch_device, num_classes=splits.num_classes)
     query, gallery = getattr(loaders, names[0]), getattr(loaders, names[1])
     if query is not None and gallery is not None:
         task = "reid"
@@ -150,7 +175,7 @@ def eval_command(
             else "no query/gallery or val/ split"
         )
         raise DataError(f"data.root={cfg.data.root}: nothing to evaluate for --split {split} ({hint})")
-    title = f"{model} on {splits.format} {split} split, percent" + (
+    title = f"{model} on {splits.format} {split} split at {cfg.data.height}x{cfg.data.width}, percent" + (
         " (re-ranked)" if task == "reid" and cfg.eval.rerank else ""
     )
     print_table(title, [{"model": model, **shown}])
@@ -159,7 +184,12 @@ def eval_command(
             "model": model,
             "weights": str(weights) if weights else None,
             "task": task,
-            "data": {"format": splits.format, "root": splits.root, "split": split},
+            "data": {
+                "format": splits.format,
+                "root": splits.root,
+                "split": split,
+                "input_size": [cfg.data.height, cfg.data.width],
+            },
             "eval": dataclasses.asdict(cfg.eval),
             "device": str(torch_device),
             "metrics": metrics,

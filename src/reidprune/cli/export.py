@@ -1,5 +1,5 @@
-"""`reidprune export --model DIR --format onnx [--out PATH] [--opset N] [--batch dynamic|N]
-[--quantize int8] [--data ROOT|YAML]`."""
+"""`reidprune export --model DIR --format onnx|openvino [--out PATH] [--opset N] [--batch dynamic|N]
+[--quantize int8|int8-static|fp16] [--data ROOT|YAML]`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from rich.markup import escape
 
-from reidprune.cli.common import console, err_console, print_table, user_errors
+from reidprune.cli.common import console, ensure_writable, err_console, print_table, user_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
-FORMATS = ("onnx",)
-QUANTIZE = ("none", "int8")
+FORMATS = ("onnx", "openvino")
+QUANTIZE = ("none", "int8", "int8-static", "fp16")
 
 
 def export_errors(fn: F) -> F:
@@ -27,7 +28,7 @@ def export_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ExportError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True)
             raise typer.Exit(code=2) from None
 
     return user_errors(wrapper)  # type: ignore[return-value]
@@ -56,16 +57,26 @@ def json_path_for(onnx_path: Path) -> Path:
 
 def export_command(
     model: Path = typer.Option(
-        ..., "--model", "-m", help="a reidprune model directory (model.json + weights)"
+        ...,
+        "--model",
+        "-m",
+        help="a reidprune model directory (model.json + weights), or a prune / train run directory",
     ),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx"),
+    fmt: str = typer.Option(
+        "onnx", "--format", "-f", help="onnx | openvino (also IR .xml/.bin from the checked ONNX graph)"
+    ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="graph file (or folder for model.onnx); default MODEL/model.onnx"
     ),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (14..20; the dynamo exporter needs >= 18)"),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a static batch size"),
     quantize: str = typer.Option(
-        "none", "--quantize", help="none | int8 (ONNX Runtime dynamic quantisation)"
+        "none",
+        "--quantize",
+        help="none | int8 (dynamic) | int8-static (QDQ, calibrated on --data's training images) | fp16",
+    ),
+    calibration_images: int = typer.Option(
+        256, "--calibration-images", help="training images that calibrate int8-static"
     ),
     exporter: str = typer.Option(
         "auto", "--exporter", help="auto (TorchScript, dynamo on failure) | torchscript | dynamo"
@@ -74,15 +85,18 @@ def export_command(
     data: str | None = typer.Option(
         None,
         "--data",
-        help="data set folder or experiment YAML: evaluate torch / ONNX fp32 / INT8 side by side",
+        help="data set folder or experiment YAML: evaluate and time torch / fp32 / quantised side by side",
     ),
     data_format: str | None = typer.Option(None, "--data-format", help="data set format (default: detect)"),
 ) -> None:
-    """Export a saved model's eval-mode retrieval embedding (+ logits) to ONNX, checked against ONNX Runtime."""
+    """Export a saved model's eval-mode retrieval embedding (+ logits) to ONNX, checked against ONNX Runtime
+    (and to OpenVINO IR, checked against OpenVINO)."""
     import dataclasses
 
+    from reidprune.cli.export_variants import openvino_graphs, quantize_graph
+    from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.config import ConfigError
-    from reidprune.export.onnx import check_onnx, export_onnx, write_export_json
+    from reidprune.export.onnx import check_onnx, export_onnx, model_dir_sha256, write_export_json
     from reidprune.export.quantize import quantize_int8
     from reidprune.models import load
 
@@ -91,12 +105,30 @@ def export_command(
     if quantize not in QUANTIZE:
         raise ConfigError(f"--quantize {quantize}: expected one of {', '.join(QUANTIZE)}")
     static = parse_batch(batch)
-    net = load(model)
+    model = resolve_model_dir(model)
+    if fmt == "openvino":
+        from reidprune.export.openvino import require_openvino
+
+        require_openvino()  # before the export, not after it
+    if quantize == "int8-static" and data is None:
+        raise ConfigError("--quantize int8-static: needs --data (training images to calibrate on)")
     target = out if out is not None else model / "model.onnx"
     if target.is_dir() or not target.suffix:
         target = target / "model.onnx"  # a folder was given
-    report = export_onnx(net, target, opset=opset, batch=static, exporter=exporter, tolerance=tolerance)
-    extra: dict[str, Any] = {"model_dir": str(model)}
+    ensure_writable(target, option="--out")
+    net = load(model)
+    extra: dict[str, Any] = {"model_dir": str(model), "model_sha256": model_dir_sha256(model)}
+    # the graph lands only after its check passed; export.json is rewritten last, with what follows
+    report = export_onnx(
+        net,
+        target,
+        opset=opset,
+        batch=static,
+        exporter=exporter,
+        tolerance=tolerance,
+        json_path=json_path_for(target),
+        extra=extra,
+    )
     check = report.check
     rows = [
         {
@@ -127,29 +159,63 @@ def export_command(
                 "check": "not required (quantised)",
             }
         )
+    elif quantize != "none":
+        quantized_path, row = quantize_graph(
+            net,
+            target,
+            quantize,
+            batch=static,
+            data=data,
+            data_format=data_format,
+            calibration_images=calibration_images,
+            tolerance=tolerance,
+            extra=extra,
+        )
+        rows.append(row)
+    ir_paths: dict[str, Path] = {}
+    if fmt == "openvino":
+        ir_paths, ir_rows = openvino_graphs(
+            net, target, quantized_path, quantize, tolerance=tolerance, extra=extra
+        )
+        rows.extend(ir_rows)
     print_table(
         "ONNX export (inputs: " + ", ".join(f"{i['name']} {i['shape']}" for i in report.inputs) + ")", rows
     )
     if data is not None:
-        extra["accuracy"] = _accuracy(net, target, quantized_path, data, data_format)
+        extra["accuracy"] = _accuracy(net, target, quantized_path, data, data_format, quantize, ir_paths)
     console.print(f"wrote {write_export_json(report, json_path_for(target), extra)}")
 
 
-def _accuracy(net: Any, fp32: Path, int8: Path | None, data: str, data_format: str | None) -> dict[str, Any]:
+def _accuracy(
+    net: Any,
+    fp32: Path,
+    quantized: Path | None,
+    data: str,
+    data_format: str | None,
+    quantize: str = "int8",
+    openvino: dict[str, Path] | None = None,
+) -> dict[str, Any]:
+    from reidprune.cli.export_variants import graph_variants
     from reidprune.export.accuracy import data_config, evaluate_variants
-    from reidprune.export.runtime import OnnxModel
+    from reidprune.export.benchmark import variant_latency
 
     cfg = data_config(data, net.arch.img_size, data_format)
-    variants = {"pytorch": net, "onnx fp32": OnnxModel(fp32)}
-    if int8 is not None:
-        variants["onnx int8"] = OnnxModel(int8)
+    variants = graph_variants(net, fp32, quantized, quantize, openvino or {})
     results = evaluate_variants(variants, cfg)
+    latency = variant_latency(variants, batch=1)
     keys = [k for k in ("mAP", "rank1", "rank5", "mINP", "top1", "top5") if k in next(iter(results.values()))]
     print_table(
-        f"accuracy on {cfg.data.root} (test split, percent)",
-        [{"variant": name, **{k: m[k] for k in keys}} for name, m in results.items()],
+        f"accuracy on {cfg.data.root} (test split, percent) and batch-1 latency (interleaved medians)",
+        [
+            {"variant": name, **{k: m[k] for k in keys}, "b1 (ms)": latency[name]["median_ms"]}
+            for name, m in results.items()
+        ],
     )
-    return {"data": {"root": cfg.data.root, "format": cfg.data.format}, "metrics": results}
+    return {
+        "data": {"root": cfg.data.root, "format": cfg.data.format},
+        "metrics": results,
+        "latency_b1": latency,
+    }
 
 
 def register(app: typer.Typer) -> None:

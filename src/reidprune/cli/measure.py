@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors, write_json
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors, write_json
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -26,17 +26,21 @@ def _input_size(text: str | None) -> tuple[int, int] | None:
 
 
 def _build(model: str, device: Any) -> Any:
-    """A saved reidprune model directory, or a registry entry with random weights (costs do not
-    depend on weight values, except for data-dependent token reduction: measure the saved model)."""
+    """A saved reidprune model directory (or a run directory holding one), or a registry entry with
+    random weights (costs do not depend on weight values, except for data-dependent token reduction:
+    measure the saved model)."""
     from reidprune import models
-    from reidprune.models.serialization import is_model_dir
+    from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
 
-    if is_model_dir(model):
-        return models.load(model, map_location=device)
+    if is_saved_model(model):
+        return models.load(resolve_model_dir(model), map_location=device)
     if Path(model).exists():
         from reidprune.models.checkpoint_io import CheckpointError
 
-        raise CheckpointError(f"{model}: not a reidprune model directory (no model.json) nor a registry name")
+        raise CheckpointError(
+            f"{model}: not a reidprune model directory (no model.json), nor a run directory holding one, "
+            "nor a registry name"
+        )
     return models.create(model).to(device).eval()
 
 
@@ -45,9 +49,9 @@ def measure_command(
         ..., metavar="MODEL...", help="reidprune model directories or registry names"
     ),
     input_size: str | None = typer.Option(
-        None, "--input-size", help="HxW; default each model's arch.img_size"
+        None, "--input-size", help="HxW; default each model's arch.img_size (a ViT takes only its own size)"
     ),
-    batch_size: int = typer.Option(64, "--batch-size", help="batch of the throughput measurement"),
+    batch_size: int = typer.Option(64, "--batch-size", help="batch of the throughput measurement (>= 1)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: torch's)"),
@@ -73,17 +77,23 @@ def measure_command(
 
     from reidprune.cli.eval import resolve_device
     from reidprune.config import ConfigError
+    from reidprune.evaluate.forward import input_size_for
     from reidprune.measure import benchmark_speed, count_gmacs, count_params
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: expected >= 1")
+    if json_path is not None:
+        ensure_writable(json_path, option="--json")
     size = _input_size(input_size)
     torch_device = resolve_device(device)
     results, rows = [], []
     for name in model_names:
         net = _build(name, torch_device)
+        net_size = input_size_for(net, size, "--input-size")
         params = count_params(net)
-        macs = count_gmacs(net, input_size=size)
+        macs = count_gmacs(net, input_size=net_size)
         result: dict[str, Any] = {"model": name, **params, **macs, "deploy": deploy and speed}
         row: dict[str, Any] = {
             "model": name,
@@ -97,7 +107,7 @@ def measure_command(
             timing = benchmark_speed(
                 net,
                 batch_size=batch_size,
-                input_size=size,
+                input_size=net_size,
                 device=torch_device,
                 dtype=getattr(torch, dtype),
                 min_time=min_time,
@@ -118,7 +128,7 @@ def measure_command(
         if speed
         else str(torch_device)
     )
-    print_table(f"cost ({where}); GMACs = multiply-accumulates = FlopCounterMode FLOPs / 2", rows)
+    print_table(f"cost ({where}); MACs = multiply-accumulates = FlopCounterMode FLOPs / 2", rows)
     if json_path is not None:
         console.print(f"wrote {write_json(json_path, {'models': results})}")
 

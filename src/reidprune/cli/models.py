@@ -1,8 +1,9 @@
-"""`reidprune models list` and `reidprune models info NAME_OR_DIR`."""
+"""`reidprune models list`, `reidprune models info NAME_OR_DIR` and `reidprune models extract`."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -73,8 +74,38 @@ def info_command(
             console.print(f"  after: {step.get('method')} rate {step.get('rate')}")
 
 
+def extract_command(
+    name: str = typer.Argument(..., help="registry name of the architecture, e.g. resnet18_bafd"),
+    checkpoint: Path = typer.Argument(..., help="the pruned checkpoint (.pth)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for the extracted reidprune model"),
+    original: Path | None = typer.Option(
+        None,
+        "--original",
+        help="CHECKPOINT is an HFP small model (BAFD seed L1_train.py): the model it was pruned from",
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", help="with --original: the seed's --prune_rate (checked)"
+    ),
+) -> None:
+    """The BAFD seed's test_small.py: the physically smaller model of a checkpoint with zero filters,
+    or of an HFP small-model file given with its original; saved in reidprune format."""
+    from reidprune.config import ConfigError
+    from reidprune.models.import_resnet import create_pruned_from_checkpoint
+    from reidprune.models.serialization import save
+
+    if rate is not None and original is None:
+        raise ConfigError("--rate checks an HFP small model against its --original; give both")
+    small, plan = create_pruned_from_checkpoint(name, checkpoint, original=original, rate=rate)
+    save(small, out, metadata={"source": str(checkpoint)})
+    removed, total = plan.details["removed_filters"], plan.details["filters"]
+    console.print(
+        f"{removed} of {total} filters removed; model in {out} (evaluate: reidprune eval {out} ...)"
+    )
+
+
 def register(app: typer.Typer) -> None:
     group = typer.Typer(help="List the registered models and inspect one.", no_args_is_help=True)
     group.command("list")(user_errors(list_command))
     group.command("info")(user_errors(info_command))
+    group.command("extract")(user_errors(extract_command))
     app.add_typer(group, name="models")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors
 
 METHOD_HELP = (
     "token-amg | token-topk | token-pm | token-tome | head-entropy | head-magnitude | head-random | "
@@ -28,13 +28,23 @@ def prune_command(
     overrides: list[str] | None = typer.Argument(
         None, help="dotted overrides, e.g. prune.rounds=24 prune.finetune_epochs=1 train.distill=soft"
     ),
+    save_masked: bool = typer.Option(
+        False,
+        "--save-masked",
+        help="filter methods: also save the full-size model with zero filters in output_dir/masked/",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace the run output_dir holds (its outputs are deleted first)"
+    ),
 ) -> None:
     """Compress a trained model, fine-tune it with distillation from the unpruned teacher, evaluate it.
 
     Writes config.yaml, model/ (weights.safetensors + model.json with the compression plan),
-    metrics.json and the fine-tuning logs of every round to output_dir. prune.options must be options
-    of the chosen method (a config's options are refused after --method picks another one). Runs in
-    one process: refused under torchrun.
+    metrics.json and the fine-tuning logs of every round to output_dir; with --save-masked also
+    masked/, the full-size model with the removed filters set to zero (the BAFD seed's form). An
+    output_dir that holds another run is refused unless --overwrite is given; other files in it are
+    left alone. prune.options must be options of the chosen method (a config's options are refused
+    after --method picks another one). Runs in one process: refused under torchrun.
     """
     from reidprune.compress.experiment import prune_experiment
     from reidprune.config import load_config
@@ -46,8 +56,11 @@ def prune_command(
         extra.append(f"prune.rate={rate}")
     if weights is not None:
         extra.append(f"model.weights={weights}")
+    if save_masked:
+        extra.append("prune.save_masked=true")
     cfg = load_config(config, extra)
-    summary = prune_experiment(cfg)
+    ensure_writable(cfg.output_dir, directory=True, option="output_dir")
+    summary = prune_experiment(cfg, overwrite=overwrite)
     # attention ("MSA") parameters, the column AMG's tables report; a CNN has none
     attention = any(summary[which].get("attn_params") for which in ("unpruned", "pruned"))
     rows = []

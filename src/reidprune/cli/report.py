@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from reidprune.cli.common import console
+from reidprune.cli.common import console, ensure_writable
 from reidprune.cli.export import export_errors
 
 
@@ -40,6 +40,7 @@ def report_command(
         raise ConfigError(
             f"--queries {queries} / --top {top} / --token-images {token_images}: expected >= 1 / >= 1 / >= 0"
         )
+    ensure_writable(out, option="--out")
     path = build_report(
         [str(p) for p in run_dirs],
         out,

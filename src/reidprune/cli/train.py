@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from reidprune.cli.common import console, print_table, user_errors
+from reidprune.cli.common import console, ensure_writable, print_table, user_errors
 
 
 def train_command(
@@ -18,20 +18,27 @@ def train_command(
         None, help="dotted overrides, e.g. train.epochs=60 train.lr=1e-4 data.root=/data/market1501"
     ),
     resume: bool = typer.Option(
-        False, "--resume", help="continue from output_dir/checkpoints/last.pt (exactly where it stopped)"
+        False,
+        "--resume",
+        help="continue from output_dir/checkpoints/last.pt (exactly where it stopped); same config",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace the run output_dir holds (its outputs are deleted first)"
     ),
 ) -> None:
     """Train or fine-tune a model; the best epoch is chosen on held-out identities (data.val_ids).
 
     Writes config.yaml, train_log.jsonl, checkpoints/last.pt, best/, final/ and metrics.json to
     output_dir. Multi-GPU / multi-node: `torchrun --nproc_per_node N $(which reidprune) train ...`
-    (data.batch_size is per process).
+    (data.batch_size is per process). An output_dir that holds another run is refused unless
+    --resume or --overwrite is given; other files in it are left alone.
     """
     from reidprune.config import load_config
     from reidprune.train.experiment import train_experiment
 
     cfg = load_config(config, overrides or [])
-    summary = train_experiment(cfg, resume=resume)
+    ensure_writable(cfg.output_dir, directory=True, option="output_dir")
+    summary = train_experiment(cfg, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports (the group is closed by now)
         return
     rows = []

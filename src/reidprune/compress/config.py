@@ -18,3 +18,6 @@ class PruneConfig:
     calib_batches: int = 0  # batches in a calibration pass (0 = the whole training set)
     # method-specific options (e.g. {"mode": "kv", "depth_discount": 0.0} for token-amg)
     options: dict[str, Any] = field(default_factory=dict)
+    # filter methods: also save the full-size model with the removed filters zero (the BAFD seed's
+    # net_last.pth form) in output_dir/masked/, next to the extracted model/
+    save_masked: bool = False

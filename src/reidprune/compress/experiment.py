@@ -3,23 +3,26 @@
 data -> trained model (model.weights: a reidprune model directory or a foreign checkpoint) ->
 frozen copy as teacher -> `run_schedule` (prune / fine-tune rounds, final fine-tuning) -> test
 evaluation of the unpruned and the compressed model -> params and GMACs of both ->
-output_dir/{config.yaml, model/, metrics.json, round*/, final/}.
+output_dir/{config.yaml, model/, metrics.json, round*/, final/} (+ masked/ with prune.save_masked).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from reidprune.atomic import folder_lock, write_json
 from reidprune.compress.schedule import check_prune_config, run_schedule
 from reidprune.config import ExperimentConfig, save_config
 from reidprune.errors import CompressionError
+from reidprune.run_folder import prepare_output_dir
+from reidprune.train.classes import check_classifier
 
 METRICS_JSON = "metrics.json"
 MODEL_DIR = "model"
+MASKED_DIR = "masked"
 
 
 def model_cost(model: Any) -> dict[str, Any]:
@@ -39,16 +42,20 @@ def model_cost(model: Any) -> dict[str, Any]:
 def load_trained(cfg: ExperimentConfig, weights: str, num_classes: int) -> Any:
     """The trained model to compress: a reidprune model directory, or a foreign checkpoint into which
     `model.name` is shaped first (an AMG head-pruned TransReID, another number of classes, ...)."""
+    from reidprune.data.config import requested_size
     from reidprune.models.checkpoints import create_from_checkpoint
 
-    return create_from_checkpoint(
+    size = requested_size(cfg.data)  # None: the registry entry's own input size
+    model = create_from_checkpoint(
         cfg.model.name,
         weights,
         strict=cfg.model.strict,
         num_classes=num_classes,
-        img_size=[cfg.data.height, cfg.data.width],
+        **({"img_size": list(size)} if size is not None else {}),
         **cfg.model.kwargs,
     )
+    check_classifier(model, num_classes, weights, cfg.data.root)
+    return model
 
 
 def _refuse_distributed() -> None:
@@ -62,31 +69,51 @@ def _refuse_distributed() -> None:
         )
 
 
-def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content."""
-    from reidprune.data import build_dataset, build_loaders
-    from reidprune.models.serialization import save
-    from reidprune.train.distributed import resolve_device
-    from reidprune.train.engine import seed_everything
-    from reidprune.train.experiment import evaluate_test
+def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content.
+
+    output_dir is locked for the run; a folder that holds another run is refused unless `overwrite`
+    (its run outputs are removed first).
+    """
+    from reidprune.train.config import check_train_config
 
     _refuse_distributed()
-    check_prune_config(cfg.prune)
+    family, _ = check_prune_config(cfg.prune)
+    check_train_config(cfg.train)  # the fine-tuning settings, before any data or model is loaded
+    if cfg.prune.save_masked and family != "filter":
+        raise CompressionError(
+            "prune.save_masked=true: only filter pruning has a zero-filter full-size form, "
+            f"not prune.method={cfg.prune.method}"
+        )
     if not cfg.model.weights:
         raise CompressionError(
             "model.weights is empty: pruning starts from a trained model (a reidprune model directory "
             "from `reidprune train`, or a foreign checkpoint such as a TransReID .pth)"
         )
+    with folder_lock(cfg.output_dir):
+        prepare_output_dir(cfg, overwrite=overwrite)
+        return _prune(cfg)
+
+
+def _prune(cfg: ExperimentConfig) -> dict[str, Any]:
+    from reidprune.data import build_dataset, build_loaders
+    from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.models.serialization import save
+    from reidprune.train.distributed import resolve_device
+    from reidprune.train.engine import seed_everything
+    from reidprune.train.experiment import evaluate_test
+
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
     splits = build_dataset(cfg.data)
-    loaders = build_loaders(cfg.data, splits, seed=cfg.seed)
-    if loaders.train is None:
+    if not splits.train:
         raise CompressionError(
             f"data.root={cfg.data.root}: calibration and fine-tuning need a training split"
         )
     model = load_trained(cfg, cfg.model.weights, splits.num_classes).to(device)
+    use_model_input_size(cfg.data, model)
+    loaders = build_loaders(cfg.data, splits, seed=cfg.seed)
     # the teacher is the model as loaded, unless train.teacher names another (e.g. the original model
     # in step 2 of a head -> token cascade)
     teacher = load_trained(cfg, cfg.train.teacher, splits.num_classes) if cfg.train.teacher else model
@@ -107,5 +134,10 @@ def prune_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         "plan": result.plan.to_dict(),
     }
     save(result.model, out / MODEL_DIR, metadata={"test": after["test"], "method": cfg.prune.method})
-    (out / METRICS_JSON).write_text(json.dumps(summary, indent=2, default=str))
+    if cfg.prune.save_masked:
+        from reidprune.compress.filters.masked import masked_model
+
+        masked = masked_model(model, result.model, result.plan)
+        save(masked, out / MASKED_DIR, metadata={"method": cfg.prune.method, "form": "zero filters"})
+    write_json(out / METRICS_JSON, summary)
     return summary

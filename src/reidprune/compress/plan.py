@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STEP_KEYS = ("method", "rate", "details")
+from reidprune.errors import CheckpointError
 
 
 @dataclass
@@ -34,10 +34,22 @@ class CompressionPlan:
         return {**self.step(), "previous": [dict(entry) for entry in self.previous]}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> CompressionPlan:
-        unknown = set(values) - {*STEP_KEYS, "previous"}
+    def from_dict(cls, values: Any, where: str = "compression plan") -> CompressionPlan:
+        """The plan saved by `to_dict`; a malformed one (from a file) is a CheckpointError naming the key."""
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{where}: expected an object, got {type(values).__name__}")
+        unknown = sorted(str(k) for k in set(values) - set(_PLAN_KEYS))
         if unknown:
-            raise ValueError(f"compression plan: unknown keys {sorted(unknown)}")
+            raise CheckpointError(f"{where}: unknown key(s) {unknown}; known: {list(_PLAN_KEYS)}")
+        for key, (kind, required) in _PLAN_KEYS.items():
+            value = values.get(key)
+            if key not in values and not required:
+                continue
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise CheckpointError(f"{where}: key '{key}': expected {_KIND_NAMES[kind]}, got {value!r}")
+        if not all(isinstance(step, dict) for step in values.get("previous", [])):
+            raise CheckpointError(f"{where}: key 'previous': expected a list of plan objects")
+        # older files nest each history entry's own history: read it flat
         return cls(**flat_plan(values))
 
     def then(self, method: str, rate: float, details: dict[str, Any]) -> CompressionPlan:
@@ -56,6 +68,16 @@ def flat_plan(values: dict[str, Any]) -> dict[str, Any]:
         **values,
         "previous": [{k: v for k, v in entry.items() if k != "previous"} for entry in previous],
     }
+
+
+# key: (accepted types, required)
+_PLAN_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "method": (str, True),
+    "rate": ((int, float), True),
+    "details": (dict, False),
+    "previous": (list, False),
+}
+_KIND_NAMES = {str: "a string", (int, float): "a number", dict: "an object", list: "a list"}
 
 
 def plan_of(model: Any) -> CompressionPlan | None:

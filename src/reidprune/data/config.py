@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reidprune.errors import ConfigError
+
 
 @dataclass
 class DataConfig:
     # market1501 | dukemtmc | occluded_duke | msmt17 | reid_folder | imagefolder | synth | auto (detect)
     format: str = "synth"
     root: str = "data/synth_market"
-    height: int = 256
-    width: int = 128
+    # input size; None: the model's own (arch.img_size, e.g. 224x224 for DeiT / LA, 256x128 for
+    # TransReID), which the jobs fill in once the model is built
+    height: int | None = None
+    width: int | None = None
     # training sampler: P identities x K images per batch (re-ID); plain shuffling for imagefolder.
     # batch_size is per process (per rank under DDP).
     batch_size: int = 64
@@ -35,3 +39,15 @@ class DataConfig:
     synth_ids: int = 120
     synth_occluded: bool = False
     synth_seed: int = 0
+
+
+def requested_size(cfg: DataConfig) -> tuple[int, int] | None:
+    """(height, width) when the config sets the input size, None when it leaves it to the model."""
+    if cfg.height is None and cfg.width is None:
+        return None
+    if cfg.height is None or cfg.width is None:
+        raise ConfigError(
+            f"data.height={cfg.height}, data.width={cfg.width}: set both, or neither to use the model's "
+            "input size"
+        )
+    return int(cfg.height), int(cfg.width)

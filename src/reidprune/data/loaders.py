@@ -29,13 +29,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from reidprune.data.config import DataConfig
+from reidprune.data.config import DataConfig, requested_size
 from reidprune.data.datasets import ImageDataset, batch_collate
 from reidprune.data.images import ImageReader
 from reidprune.data.records import DatasetSplits
 from reidprune.data.samplers import EpochBatchSampler, PKSampler, ShardSampler, ShuffleSampler
 from reidprune.data.transforms import Normalize, TrainAugment
-from reidprune.errors import DataError
+from reidprune.errors import ConfigError, DataError
 
 EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
 SAMPLERS = ("auto", "pk", "shuffle")
@@ -85,7 +85,13 @@ def build_loaders(
     rank, world_size = _rank_and_world(distributed, rank, world_size)
     if cfg.sampler not in SAMPLERS:
         raise DataError(f"data.sampler='{cfg.sampler}': expected one of {', '.join(SAMPLERS)}")
-    reader = ImageReader(cfg.height, cfg.width, cfg.interpolation)
+    size = requested_size(cfg)
+    if size is None:
+        raise ConfigError(
+            "data.height / data.width are not set: set them, or let the job take the model's input size "
+            "(reidprune.evaluate.forward.use_model_input_size)"
+        )
+    reader = ImageReader(*size, cfg.interpolation)
     normalize = Normalize(cfg.mean, cfg.std)
     datasets: dict[str, ImageDataset] = {}
     if splits.train:

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reidprune.data.config import DataConfig, requested_size
+from reidprune.errors import ConfigError
 from reidprune.models.output import ModelOutput
 
 
@@ -26,6 +28,39 @@ def model_input_size(model: nn.Module) -> tuple[int, int]:
     if size is None:
         raise ValueError(f"{type(model).__name__} has no arch.img_size; pass input_size=(H, W) explicitly")
     return int(size[0]), int(size[1])
+
+
+def takes_any_input_size(model: nn.Module) -> bool:
+    """False for models built for one input size only: a ViT's position embedding fixes its token
+    grid. CNNs pool globally and take other sizes."""
+    from reidprune.models.vit import PatchEmbed
+
+    return not any(isinstance(module, PatchEmbed) for module in model.modules())
+
+
+def input_size_for(model: nn.Module, requested: tuple[int, int] | None, setting: str) -> tuple[int, int]:
+    """(H, W) to feed `model`: `requested` (the user's `setting`, e.g. "--input-size") when given,
+    else the model's own size. Raises ConfigError when the model cannot take `requested`."""
+    if requested is None:
+        return model_input_size(model)
+    requested = (int(requested[0]), int(requested[1]))
+    if not takes_any_input_size(model):
+        own = model_input_size(model)
+        if requested != own:
+            raise ConfigError(
+                f"{setting} {requested[0]}x{requested[1]}: the model takes only its own input size "
+                f"{own[0]}x{own[1]} (its position embedding is fixed); drop the setting to use "
+                f"{own[0]}x{own[1]}"
+            )
+    return requested
+
+
+def use_model_input_size(data: DataConfig, model: nn.Module) -> tuple[int, int]:
+    """Set `data.height` / `data.width` to the size the model is fed: the config's when it sets one
+    the model takes, else the model's own (arch.img_size). Returns (H, W)."""
+    height, width = input_size_for(model, requested_size(data), "data.height x data.width")
+    data.height, data.width = height, width
+    return height, width
 
 
 def model_device(model: nn.Module) -> torch.device:

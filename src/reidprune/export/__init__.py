@@ -4,8 +4,12 @@
     info = quantize_int8("out/model.onnx", "out/model.int8.onnx")
     metrics = evaluate_reid(OnnxModel("out/model.int8.onnx"), query, gallery, EvalConfig())
     rows = bench_models([("dense", model), ("pruned", pruned)])  # params, GMACs, torch vs ORT, interleaved
+    reader = ImageCalibrationReader(calibration_loader(cfg), "out/model.onnx")      # training images
+    info = quantize_static_int8("out/model.onnx", "out/model.int8-static.onnx", reader)  # QDQ
+    info = convert_fp16("out/model.onnx", "out/model.fp16.onnx")
+    info = export_openvino(model, "out/model.onnx", "out/model.xml")  # IR, checked; OpenVinoModel runs it
 
-Exports resolve lazily (onnx and onnxruntime load only when used).
+Exports resolve lazily (onnx, onnxruntime and openvino load only when used).
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ _EXPORTS = {
     "quantize_int8": "reidprune.export.quantize",
     "evaluate_variants": "reidprune.export.accuracy",
     "bench_models": "reidprune.export.benchmark",
+    "variant_latency": "reidprune.export.benchmark",
+    "GraphModel": "reidprune.export.runtime",
+    "ImageCalibrationReader": "reidprune.export.static_int8",
+    "calibration_loader": "reidprune.export.static_int8",
+    "quantize_static_int8": "reidprune.export.static_int8",
+    "convert_fp16": "reidprune.export.fp16",
+    "OpenVinoModel": "reidprune.export.openvino",
+    "convert_openvino": "reidprune.export.openvino",
+    "export_openvino": "reidprune.export.openvino",
     "interleaved_times": "reidprune.export.benchmark",
 }
 

@@ -29,6 +29,7 @@ of magnitude 10-100), where float32 summation-order noise grows with the values.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from reidprune.atomic import temporary_file
 from reidprune.export.errors import ExportError
 from reidprune.export.runtime import META_ARCH, META_SIGNATURE, create_session
 from reidprune.export.wrapper import CAMIDS, IMAGES, ExportWrapper, Signature, example_inputs, signature_of
@@ -87,6 +89,7 @@ class ExportReport:
     versions: dict[str, str]
     fallback_reason: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # of the graph file: a report that does not match its graph is stale
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,6 +227,8 @@ def export_onnx(
     check: bool = True,
     tolerance: float = TOLERANCE,
     seed: int = 0,
+    json_path: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Export `model` (a reidprune model; left in the train/eval mode it was in) to `path`.
 
@@ -232,59 +237,116 @@ def export_onnx(
     when the graph is off by more than `tolerance` (relative to the output scale, floor 1).
     The graph carries the model's architecture and signature as ONNX metadata, so that
     `OnnxModel(path)` can be evaluated like the PyTorch model without the model directory.
+
+    Nothing is left half-done: the graph is written under a temporary name and renamed onto `path`
+    only after it passed the check (a failed or killed export leaves the previous file as it was);
+    `json_path` (the report, plus `extra`) is removed before that rename and written after it, so it
+    never describes another graph. A model that itself outputs NaN / Inf is refused before exporting.
     """
     import onnx
 
     check_opset(opset, exporter)
     check_batch(batch)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
-    start = time.perf_counter()
     try:
         signature = signature_of(model)
         wrapper = ExportWrapper(model, signature)
-        # trace with 2 images: with 1 an exporter may fold broadcasts over the batch axis
-        images, camids = example_inputs(model, batch if batch is not None else 2, seed=seed + 1)
-        args = (images, camids) if camids is not None else (images,)
-        used, reason = _export(wrapper, args, path, opset, dynamic=batch is None, exporter=exporter)
+        check_finite(wrapper, model, path, seed)
     finally:
         model.train(was_training)
-    onnx.checker.check_model(str(path))
-    write_metadata(path, _metadata(model, signature), signature)
-    seconds = time.perf_counter() - start
-    result = None
-    if check:
-        result = check_onnx(
-            model, path, batch_sizes=[1, 3] if batch is None else [batch], tolerance=tolerance, seed=seed
+    start = time.perf_counter()
+    with temporary_file(path, ".tmp.onnx") as tmp:
+        try:
+            wrapper.eval()  # the model back in eval mode for the trace
+            # trace with 2 images: with 1 an exporter may fold broadcasts over the batch axis
+            images, camids = example_inputs(model, batch if batch is not None else 2, seed=seed + 1)
+            args = (images, camids) if camids is not None else (images,)
+            used, reason = _export(wrapper, args, tmp, opset, batch is None, exporter, shown=path)
+        finally:
+            model.train(was_training)
+        onnx.checker.check_model(str(tmp))
+        write_metadata(tmp, _metadata(model, signature), signature)
+        seconds = time.perf_counter() - start
+        result = None
+        if check:
+            result = check_onnx(
+                model, tmp, batch_sizes=[1, 3] if batch is None else [batch], tolerance=tolerance, seed=seed
+            )
+        if result is not None and not result.passed:
+            raise ExportError(
+                f"{path}: ONNX Runtime differs from PyTorch by {result.max_abs_diff:.3g} (allowed "
+                f"{result.bound:.3g} = {tolerance:g} x max(1, output scale {result.scale:.3g})); the graph "
+                "is wrong, so it was not written"
+            )
+        graph = onnx.load(str(tmp), load_external_data=False).graph
+        report = ExportReport(
+            path=str(path),
+            exporter=used,
+            opset=opset,
+            batch="dynamic" if batch is None else batch,
+            inputs=_value_info(graph.input),
+            outputs=_value_info(graph.output),
+            check=result,
+            seconds=seconds,
+            file_bytes=tmp.stat().st_size,
+            versions=versions(),
+            fallback_reason=reason,
+            source=describe_source(model),
+            sha256=file_sha256(tmp),
         )
-    graph = onnx.load(str(path), load_external_data=False).graph
-    report = ExportReport(
-        path=str(path),
-        exporter=used,
-        opset=opset,
-        batch="dynamic" if batch is None else batch,
-        inputs=_value_info(graph.input),
-        outputs=_value_info(graph.output),
-        check=result,
-        seconds=seconds,
-        file_bytes=path.stat().st_size,
-        versions=versions(),
-        fallback_reason=reason,
-        source=describe_source(model),
-    )
-    if result is not None and not result.passed:
-        raise ExportError(
-            f"{path}: ONNX Runtime differs from PyTorch by {result.max_abs_diff:.3g} (allowed "
-            f"{result.bound:.3g} = {tolerance:g} x max(1, output scale {result.scale:.3g})); the graph is wrong"
-        )
+        if json_path is not None:
+            Path(json_path).unlink(missing_ok=True)  # the old report must not outlive the old graph
+    if json_path is not None:
+        write_export_json(report, json_path, extra)
     return report
 
 
+def check_finite(wrapper: ExportWrapper, model: nn.Module, path: Path, seed: int = 0) -> None:
+    """Refuse a model whose own PyTorch outputs hold NaN / Inf: no graph of it could pass the check,
+    and the fault is in the model (diverged training, broken weights), not in the export."""
+    images, camids = example_inputs(model, 2, seed=seed + 1)
+    with torch.inference_mode():
+        outputs = wrapper(images, camids)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    for name, value in zip(wrapper.signature.outputs, outputs, strict=True):
+        if not bool(torch.isfinite(value).all()):
+            kind = "NaN" if bool(torch.isnan(value).any()) else "Inf"
+            raise ExportError(
+                f"{path}: the PyTorch model itself outputs {kind} in '{name}' on a random input, before any "
+                "export: its weights are broken (e.g. a training run that diverged); nothing was written"
+            )
+
+
+def model_dir_sha256(directory: str | Path) -> str:
+    """One digest of a saved model's files (model.json + weights), to tell which model a graph is of."""
+    from reidprune.models.serialization import MODEL_JSON, WEIGHTS
+
+    digest = hashlib.sha256()
+    for name in (MODEL_JSON, WEIGHTS):
+        digest.update(f"{name}:{file_sha256(Path(directory) / name)}\n".encode())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _export(
-    wrapper: ExportWrapper, args: tuple[Any, ...], path: Path, opset: int, dynamic: bool, exporter: str
+    wrapper: ExportWrapper,
+    args: tuple[Any, ...],
+    path: Path,
+    opset: int,
+    dynamic: bool,
+    exporter: str,
+    shown: Path | None = None,
 ) -> tuple[str, str | None]:
-    """Run the chosen exporter ("auto": TorchScript, then dynamo). Returns (exporter used, why it fell back)."""
+    """Run the chosen exporter ("auto": TorchScript, then dynamo) into `path` (errors name `shown`,
+    the final name of a graph written under a temporary one). Returns (exporter used, why it fell back)."""
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     if exporter == "auto" and opset < MIN_OPSET["dynamo"]:
         order = ["torchscript"]
@@ -295,7 +357,7 @@ def _export(
             return name, "; ".join(failures) or None
         except Exception as err:  # exporters raise many types; each failure is reported below
             failures.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-    raise ExportError(f"{path}: ONNX export failed ({' | '.join(failures)})")
+    raise ExportError(f"{shown or path}: ONNX export failed ({' | '.join(failures)})")
 
 
 def check_onnx(
@@ -304,10 +366,13 @@ def check_onnx(
     batch_sizes: list[int] | tuple[int, ...] = (1, 3),
     tolerance: float = TOLERANCE,
     seed: int = 0,
+    session: Any = None,
 ) -> CheckResult:
     """Run the graph at `path` (ONNX Runtime, CPU) and `model` (PyTorch, eval) on the same seeded random
-    input for each batch size and compare every output (see the module docstring for the bound)."""
-    session = create_session(path, threads=1)  # the check inputs are tiny; one thread avoids contention
+    input for each batch size and compare every output (see the module docstring for the bound).
+    session: another runtime with ORT's `run(output_names, feed)` (e.g. an `OpenVinoModel`)."""
+    if session is None:
+        session = create_session(path, threads=1)  # the check inputs are tiny; one thread avoids contention
     was_training = model.training
     signature = signature_of(model)
     wrapper = ExportWrapper(model, signature)
@@ -380,6 +445,6 @@ def describe_source(model: nn.Module) -> dict[str, Any]:
 
 
 def write_export_json(report: ExportReport, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps({**report.to_dict(), **(extra or {})}, indent=2, default=str))
-    return path
+    from reidprune.atomic import write_json
+
+    return write_json(path, {**report.to_dict(), **(extra or {})})

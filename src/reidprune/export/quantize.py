@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from reidprune.atomic import temporary_file
 from reidprune.export.errors import ExportError
 
 INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QAttention")
@@ -42,20 +43,22 @@ def quantize_int8(
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="reidprune-quant-") as tmp, _quiet():
         source, prepared = _prepare(src, Path(tmp) / "prepared.onnx")
-        try:
-            quantize_dynamic(
-                source,
-                dst,
-                weight_type=QuantType.QInt8,
-                per_channel=per_channel,
-                op_types_to_quantize=op_types,
-            )
-        except Exception as err:  # the quantiser raises plain Exceptions for graphs it cannot handle
-            raise ExportError(
-                f"{src}: dynamic INT8 quantisation failed: {type(err).__name__}: {err}"
-            ) from None
-    source = onnx.load(str(src), load_external_data=False)
-    write_metadata(dst, {p.key: p.value for p in source.metadata_props})
+        # written under a temporary name and renamed when complete: a killed run leaves the old graph
+        with temporary_file(dst, ".tmp.onnx") as written:
+            try:
+                quantize_dynamic(
+                    source,
+                    written,
+                    weight_type=QuantType.QInt8,
+                    per_channel=per_channel,
+                    op_types_to_quantize=op_types,
+                )
+            except Exception as err:  # the quantiser raises plain Exceptions for graphs it cannot handle
+                raise ExportError(
+                    f"{src}: dynamic INT8 quantisation failed: {type(err).__name__}: {err}"
+                ) from None
+            source_proto = onnx.load(str(src), load_external_data=False)
+            write_metadata(written, {p.key: p.value for p in source_proto.metadata_props})
     nodes = onnx.load(str(dst), load_external_data=False).graph.node
     ops = collections.Counter(n.op_type for n in nodes if n.op_type in INTEGER_OPS)
     return {

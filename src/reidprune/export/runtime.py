@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions, and `OnnxModel`: an exported graph behind the reidprune model interface.
+"""ONNX Runtime sessions, and `OnnxModel`: an exported graph behind the reidprune model interface
+(`GraphModel`, which `reidprune.export.openvino.OpenVinoModel` shares).
 
     onnx_model = OnnxModel("out/model.onnx")
     metrics = evaluate_reid(onnx_model, loaders.query, loaders.gallery, cfg.eval)   # same code path
@@ -65,51 +66,49 @@ class OnnxArch:
     num_classes: int = 0
 
 
-def _arch_from_metadata(meta: dict[str, str], session: Any, path: Path) -> Any:
+def arch_from_metadata(meta: dict[str, str], inputs: dict[str, list[Any]], path: Path) -> Any:
+    """The model architecture from a graph's reidprune metadata, else the facts its `inputs`
+    ({name: shape, None or a str for a free axis}) give."""
     if META_ARCH in meta:
         from reidprune.models.registry import arch_from_dict
 
         return arch_from_dict(json.loads(meta[META_ARCH]), where=f"{path} metadata")
-    images = next((i for i in session.get_inputs() if i.name == IMAGES), None)
-    if images is None or len(images.shape) != 4 or not all(isinstance(s, int) for s in images.shape[2:]):
+    images = inputs.get(IMAGES)
+    if images is None or len(images) != 4 or not all(isinstance(s, int) for s in images[2:]):
         raise ExportError(
             f"{path}: expected an input '{IMAGES}' of shape (B, 3, H, W) with fixed H and W; "
-            f"inputs are {[(i.name, i.shape) for i in session.get_inputs()]}"
+            f"inputs are {inputs}"
         )
     cameras = 0
-    if any(i.name == CAMIDS for i in session.get_inputs()):
+    if CAMIDS in inputs:
         cameras = int(json.loads(meta.get(META_SIGNATURE, "{}")).get("num_cameras", 1) or 1)
-    return OnnxArch(img_size=[int(images.shape[2]), int(images.shape[3])], num_cameras=cameras)
+    return OnnxArch(img_size=[int(images[2]), int(images[3])], num_cameras=cameras)
 
 
-class OnnxModel(nn.Module):
-    """An ONNX graph (exported by `export_onnx`) run by ONNX Runtime, called like a reidprune model.
+class GraphModel(nn.Module):
+    """An exported graph behind the reidprune model interface; subclasses set `path`, `arch`,
+    `input_names`, `output_names` and `static_batch`, and implement `run`.
 
     forward(images (B, 3, H, W), camids (B,) or None) -> ModelOutput(embedding (B, D), logits [(B, C)]).
-    Outputs are float32 CPU tensors. `threads` / `providers` / `spinning` as in `create_session`.
+    Outputs are float32 CPU tensors; a static-batch graph is fed in chunks of its batch size.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        threads: int | None = None,
-        providers: list[str] | None = None,
-        spinning: bool = True,
-    ) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.session = create_session(self.path, threads, providers, spinning)
-        meta = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.arch = _arch_from_metadata(meta, self.session, self.path)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+    path: Path
+    arch: Any
+    input_names: list[str]
+    output_names: list[str]
+    static_batch: int | None
+
+    def run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The named outputs for one feed {input name: array} (ONNX Runtime's `session.run` signature)."""
+        raise NotImplementedError
+
+    def _check_names(self) -> None:
         if IMAGES not in self.input_names or EMBEDDING not in self.output_names:
             raise ExportError(
                 f"{self.path}: expected inputs '{IMAGES}' [+ '{CAMIDS}'] and an output '{EMBEDDING}'; "
                 f"the graph has inputs {self.input_names} and outputs {self.output_names}"
             )
-        batch_dim = next(i for i in self.session.get_inputs() if i.name == IMAGES).shape[0]
-        self.static_batch = int(batch_dim) if isinstance(batch_dim, int) else None
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}, static_batch={self.static_batch}"
@@ -118,7 +117,7 @@ class OnnxModel(nn.Module):
         feed = {IMAGES: images}
         if CAMIDS in self.input_names:
             feed[CAMIDS] = camids if camids is not None else np.zeros(images.shape[0], dtype=np.int64)
-        return self.session.run(self.output_names, feed)
+        return self.run(self.output_names, feed)
 
     def _run_static(self, images: np.ndarray, camids: np.ndarray | None) -> list[np.ndarray]:
         size, count = int(self.static_batch or 1), images.shape[0]
@@ -143,3 +142,30 @@ class OnnxModel(nn.Module):
         named = dict(zip(self.output_names, (torch.from_numpy(np.asarray(o)) for o in outputs), strict=True))
         logits = [named[n] for n in self.output_names if n.startswith("logits")]
         return ModelOutput(embedding=named[EMBEDDING], logits=logits)
+
+
+class OnnxModel(GraphModel):
+    """An ONNX graph (exported by `export_onnx`) run by ONNX Runtime, called like a reidprune model
+    (see `GraphModel`). `threads` / `providers` / `spinning` as in `create_session`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        spinning: bool = True,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.session = create_session(self.path, threads, providers, spinning)
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
+        self.arch = arch_from_metadata(meta, shapes, self.path)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._check_names()
+        batch_dim = next(i for i in self.session.get_inputs() if i.name == IMAGES).shape[0]
+        self.static_batch = int(batch_dim) if isinstance(batch_dim, int) else None
+
+    def run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(output_names, feed)

@@ -5,6 +5,12 @@ channels, merge matrices): FlopCounterMode sees every matmul, convolution and at
 It does not count element-wise work (softmax, LayerNorm, GELU, adds). GMACs = FLOPs / 2 / 1e9, as
 the papers' "FLOPs" are multiply-accumulates.
 
+Attention is counted the same whichever kernel `F.scaled_dot_product_attention` dispatches to
+(math, CPU flash, CUDA flash / memory-efficient / cuDNN, MPS, fused backends): torch's counter has
+no formula for some of them (torch 2.14 counts the CPU flash kernel, its usual choice on CPU, as
+zero), so every variant gets `attention_flops` through `custom_mapping`. The meta device takes the
+math path, so a meta count always agreed with the formula; a CPU count did not.
+
 "Blocks" are the repeated units the seeds' analytic counters cover: transformer blocks
 (modules named ``blocks.N``, and TransReID's last-block branches ``b1`` / ``b2``) and, for CNNs,
 the residual stages (``layerN``). Patch embedding / stem, heads and necks are outside them.
@@ -12,6 +18,7 @@ the residual stages (``layerN``). Patch embedding / stem, heads and necks are ou
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -21,7 +28,41 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reidprune.evaluate.forward import forward_model, model_device, model_dtype, model_input_size
 
+# Every scaled-dot-product attention op whose first three arguments are q (..., Nq, d), k (..., Nk, d),
+# v (..., Nk, dv); missing ones (older torch) are skipped. The composite ones decompose into one of
+# the others, or into matmuls, before they are counted, so nothing is counted twice.
+ATTENTION_OPS = (
+    "scaled_dot_product_attention",
+    "_scaled_dot_product_attention_math",
+    "_scaled_dot_product_attention_math_for_mps",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_fused_attention_overrideable",
+    "_triton_scaled_dot_attention",
+)
+
 BLOCK_NAME = re.compile(r"(?:^|\.)(?:blocks\.\d+|b1|b2|layer\d+)$")
+
+
+def attention_flops(
+    query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
+    """FLOPs of softmax(q k^T) v: the two products q k^T and (weights) v, 2 FLOPs per MAC.
+
+    Shapes q (B, H, Nq, d), k (B, Hk, Nk, d), v (B, Hk, Nk, dv): Nk keys may be fewer than the Nq
+    queries (AMG kv); grouped-query k / v heads are broadcast to the H query heads.
+    """
+    *batch_heads, queries, dim = query_shape
+    keys, value_dim = key_shape[-2], value_shape[-1]
+    return 2 * math.prod(batch_heads) * queries * keys * (dim + value_dim)
+
+
+def attention_formulas() -> dict[Any, Any]:
+    """`FlopCounterMode(custom_mapping=...)` entries: `attention_flops` for every op in ATTENTION_OPS."""
+    ops = (getattr(torch.ops.aten, name, None) for name in ATTENTION_OPS)
+    return {op: attention_flops for op in ops if op is not None}
 
 
 def block_names(model: nn.Module) -> list[str]:
@@ -48,7 +89,7 @@ def count_gmacs(
     device = model_device(model)
     images = torch.randn(batch, 3, height, width, device=device, dtype=model_dtype(model))
     camids = torch.zeros(batch, dtype=torch.long, device=device)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=attention_formulas())
     was_training = model.training
     model.eval()
     try:

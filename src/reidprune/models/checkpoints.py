@@ -22,8 +22,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked, read_checkpoint
-from reidprune.models.registry import arch_config, arch_to_dict, build
+from reidprune.models.checkpoint_io import (
+    CheckpointError,
+    load_state_dict_checked,
+    read_checkpoint,
+    read_safetensors,
+)
+from reidprune.models.registry import arch_config, arch_from_dict, arch_to_dict, build
 
 
 @dataclass
@@ -73,12 +78,14 @@ def _importer(family: str) -> Importer:
 
 
 def _load_model_dir(model: nn.Module, directory: Path, strict: bool) -> LoadResult:
-    from safetensors.torch import load_file
-
     from reidprune.models.serialization import WEIGHTS, read_description
 
     description = read_description(directory)
-    saved, own = description["arch"], arch_to_dict(model.arch)
+    # through the dataclass: fields added since the file was written take their defaults
+    saved, own = (
+        arch_to_dict(arch_from_dict(description["arch"], where=str(directory))),
+        arch_to_dict(model.arch),
+    )
     differing = sorted(k for k in set(saved) | set(own) if saved.get(k) != own.get(k))
     if differing:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r} vs model {own.get(k)!r}" for k in differing[:6])
@@ -90,7 +97,7 @@ def _load_model_dir(model: nn.Module, directory: Path, strict: bool) -> LoadResu
     if not weights.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS} is missing")
     missing, unexpected = load_state_dict_checked(
-        model, load_file(str(weights)), strict=strict, where=str(weights)
+        model, read_safetensors(weights), strict=strict, where=str(weights)
     )
     return LoadResult("reidprune", missing=missing, unexpected=unexpected)
 

@@ -27,8 +27,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked, strip_prefix
-from reidprune.models.checkpoints import LoadResult, create_from_checkpoint, register_importer
+from reidprune.models.checkpoint_io import (
+    CheckpointError,
+    load_state_dict_checked,
+    read_checkpoint,
+    strip_prefix,
+)
+from reidprune.models.checkpoints import LoadResult, create_from_checkpoint, import_state, register_importer
+from reidprune.models.registry import arch_config, build
 from reidprune.models.resnet import (
     ResNetArch,
     block_names,
@@ -101,7 +107,8 @@ def _check_pruned_shapes(arch: ResNetArch, state: Mapping[str, Tensor], where: s
                 f"{where}: {key} has {state[key].shape[0]} of {width} output channels: a small model whose "
                 "block outputs were removed (e.g. the BAFD seed's HFP net_last.pth). Which residual "
                 "channels it writes is not stored in the file; load the full-size checkpoint with zero "
-                "filters instead, or a reidprune model directory (it records them)"
+                "filters instead, a reidprune model directory (it records them), or, for an HFP small "
+                "model, create_pruned_from_checkpoint(name, path, original=the model it was pruned from)"
             )
 
 
@@ -153,14 +160,51 @@ def _head_from_state(state: Mapping[str, Tensor], base: ResNetArch) -> dict[str,
 
 
 def create_pruned_from_checkpoint(
-    name: str, path: str | Path, *, check_size: list[int] | None = None, **kwargs: Any
+    name: str,
+    path: str | Path,
+    *,
+    original: str | Path | None = None,
+    rate: float | None = None,
+    check_size: list[int] | None = None,
+    **kwargs: Any,
 ) -> tuple[nn.Module, Any]:
-    """Build `name` from a checkpoint whose pruned filters are zero (e.g. a BAFD net_last.pth) and
-    extract the physically smaller model. Returns (small_model, plan)."""
+    """The physically smaller model of a pruned checkpoint. Returns (small_model, plan).
+
+    - without `original`: `path` is full size with its pruned filters zero (a BAFD / SFP / FPGM
+      net_last.pth); the zero filters are removed.
+    - with `original`: `path` is the BAFD seed's HFP small model (L1_train.py's net_last.pth) and
+      `original` the checkpoint it was pruned from (the torchvision ImageNet file, or the seed's
+      --pretrained_dir model). The kept filters are recovered by repeating the L1 selection on the
+      original (see reidprune.compress.filters.recover); `rate` (the seed's --prune_rate) is
+      checked against the file when given.
+    """
     from reidprune.compress.filters.extraction import extract_pruned
 
-    full = create_from_checkpoint(name, path, **kwargs)
-    return extract_pruned(full, method="filter-zeros", details={"source": str(path)}, check_size=check_size)
+    if original is None:
+        full = create_from_checkpoint(name, path, **kwargs)
+        return extract_pruned(
+            full, method="filter-zeros", details={"source": str(path)}, check_size=check_size
+        )
+    from reidprune.compress.filters.recover import recover_hfp_small
+
+    small_state = read_checkpoint(path)
+    source = read_checkpoint(original)
+    arch = resnet_arch_from_state(source, arch_config(name, **kwargs))
+    # the head (number of identities) is the small model's, the backbone the original's
+    arch = dataclasses.replace(arch, **_head_from_state(to_model_names(small_state, arch.head)[1], arch))
+    full = build(arch)
+    _, renamed = to_model_names(source, arch.head, str(original))
+    import_state(
+        full, {k: v for k, v in renamed.items() if BACKBONE.match(k)}, strict=True, where=str(original)
+    )
+    return recover_hfp_small(
+        full,
+        small_state,
+        rate=rate,
+        where=str(path),
+        check_size=check_size,
+        details={"original": str(original)},
+    )
 
 
 register_importer("resnet", import_resnet_state, resnet_arch_from_state)

@@ -8,6 +8,9 @@ claimer sees the state already renamed to our names and converts the keys it und
   original order. TransReID checkpoints skip tokens ("skip"), and their masks are written in the
   order the sequence has reached block l: every earlier block moved its kept tokens to the front.
   `amg_kept_positions` undoes that permutation, so the spec holds original positions.
+  TransReID's JPM copies of the last block (`head.b1.block`, `head.b2.block`) carry a mask too,
+  but the seed never applies it (`disable_index = True`: the branches run every token, and b2
+  runs on chunks shorter than the mask): their spec is "no reduction" and the masks are dropped.
 - Prune-and-Merge (pm.md §3, §6.2): `backbone.blocks.{l}.attn.merge_matrix` (c_l, N),
   `recover_matrix` (N, c_l), `token_mask` (N,) and an unused `bias` (c_l,). When the matrices
   still have the plan's sparsity pattern (every patch in at most one merged token, the CLS row and
@@ -28,6 +31,7 @@ from torch import Tensor
 from reidprune.models.checkpoint_io import CheckpointError
 
 _TOKEN_INDEX = re.compile(r"^backbone\.blocks\.(\d+)\.attn\.token_index$")
+_BRANCH_TOKEN_INDEX = re.compile(r"^head\.b[12]\.block\.attn\.token_index$")
 _MERGE = re.compile(r"^backbone\.blocks\.(\d+)\.attn\.merge_matrix$")
 PINV_TOLERANCE = 1e-6  # relative size below which a pseudo-inverse entry counts as a structural zero
 
@@ -106,6 +110,7 @@ def _block_count(state: dict[str, Tensor]) -> int:
 
 
 def claim_amg(state: dict[str, Tensor], arch: Any) -> tuple[dict[str, Tensor], Any]:
+    state = {k: v for k, v in state.items() if not _BRANCH_TOKEN_INDEX.match(k)}  # see the module doc
     found = {int(m.group(1)): k for k in state if (m := _TOKEN_INDEX.match(k))}
     if not found:
         return state, arch

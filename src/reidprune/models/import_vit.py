@@ -2,7 +2,8 @@
 
 Supported sources (detected from their keys, after stripping a DataParallel "module." prefix):
 - "timm": timm / DeiT ImageNet checkpoints (`patch_embed.*`, `blocks.*`, `norm.*`, `head.*`; the
-  weights may be nested under "model"). `head.*` becomes the classifier of a classification model
+  weights may be nested under "model"), and MAE fine-tunes / timm global_pool="avg" models, whose
+  `fc_norm.*` replaces `norm.*` (global average pooling: `arch_from_checkpoint` sets it). `head.*` becomes the classifier of a classification model
   and is dropped for re-ID models, whose head (and camera embedding) keep their initialisation; for
   a TransReID JPM model the last block and norm initialise both b1 and b2 (as TransReID does).
 - "transreid": TransReID (`base.*`, `b1.0/1.*`, `b2.0/1.*`, `bottleneck[_k].*`, `classifier[_k].*`,
@@ -207,6 +208,12 @@ def import_state(model: nn.Module, state: dict[str, Tensor], strict: bool, where
             f"{where}: the checkpoint changes the architecture ({', '.join(changed)}); build the model with "
             "reidprune.models.create_from_checkpoint(name, path) instead"
         )
+    if "backbone.fc_norm.weight" in renamed and "backbone.fc_norm.weight" not in model.state_dict():
+        raise CheckpointError(
+            f"{where}: the checkpoint pools the patch tokens (fc_norm.*, e.g. an MAE fine-tune) but the model "
+            "takes the CLS token; build it with global_pool='avg' (e.g. mae_base_patch16_224) or with "
+            "reidprune.models.create_from_checkpoint(name, path)"
+        )
     resized = _fit_pos_embed(renamed, model, where)
     initialised: list[str] = []
     if fmt in BACKBONE_ONLY_FORMATS:
@@ -232,7 +239,8 @@ def arch_from_checkpoint(
     state: Mapping[str, Tensor], base_arch: ViTArch, where: str = "checkpoint"
 ) -> ViTArch:
     """`base_arch` adjusted to the shapes in `state`: heads and MLP width per block (pruned checkpoints,
-    e.g. AMG), the JPM branches' heads, qkv bias, number of classes / cameras / LA parts."""
+    e.g. AMG), the JPM branches' heads, qkv bias, global pooling (fc_norm), number of classes /
+    cameras / LA parts."""
     _, ours, arch = translate(state, base_arch, where)
     blocks = _last_block(ours, "backbone.") + 1
     if blocks < 1:
@@ -247,6 +255,8 @@ def arch_from_checkpoint(
         changes.update(
             embed_dim=int(proj.shape[0]), in_chans=int(proj.shape[1]), patch_size=int(proj.shape[2])
         )
+    if "backbone.fc_norm.weight" in ours and "backbone.norm.weight" not in ours:
+        changes.update(global_pool="avg", fc_norm=True)  # MAE / timm global_pool="avg"
     if "head.b1.block.attn.qkv.weight" in ours:
         if arch.head != "transreid":
             raise CheckpointError(

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from reidprune.errors import UnknownModelError
+from reidprune.errors import CheckpointError, CompressionError, ConfigError, UnknownModelError
 
 _FAMILIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 _ENTRIES: dict[str, Callable[..., Any]] = {}
@@ -76,12 +76,51 @@ def arch_to_dict(arch: Any) -> dict[str, Any]:
 
 
 def arch_from_dict(values: dict[str, Any], *, where: str = "architecture") -> Any:
-    """Validate a dict (from model.json) into the family's architecture dataclass."""
-    from reidprune.config import structured
+    """Validate a dict (from model.json or ONNX metadata) into the family's architecture dataclass.
 
+    Every field is checked against its annotation and bounds (`arch_values`), then the model is
+    built on the meta device, which allocates nothing, so that an architecture that cannot be built
+    or would hold more than MAX_PARAMETERS numbers is refused before any memory is taken.
+    Strings are kept exactly as saved (no interpolation). Raises CheckpointError naming `where`.
+    """
+    from reidprune.models.arch_values import arch_from_values
+
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{where}: the architecture must be a JSON object, got {type(values).__name__}")
     family = values.get("family")
-    if family not in _FAMILIES:
+    if not isinstance(family, str) or family not in _FAMILIES:
         raise UnknownModelError(
             f"{where}: unknown model family '{family}'; known families: {', '.join(sorted(_FAMILIES))}"
         )
-    return structured(_FAMILIES[family][0], values, where=where)
+    arch = arch_from_values(_FAMILIES[family][0], values, where=where)
+    _check_size(arch, where)
+    return arch
+
+
+# 16 GB of float32 weights; the largest ViTs used for re-ID (ViT-H) hold 0.63 G.
+MAX_PARAMETERS = 4 * 10**9
+
+
+def _check_size(arch: Any, where: str) -> None:
+    import torch
+
+    if "tokens" in {f.name for f in dataclasses.fields(arch)}:
+        # a token-reduction spec adds no parameters, and its reducers build index tensors with
+        # torch.nonzero, which the meta device cannot run: size the model without it (the real
+        # build checks the spec)
+        arch = dataclasses.replace(arch, tokens=None)
+    try:
+        with torch.device("meta"):
+            model = _FAMILIES[arch.family][1](arch)
+    except (ConfigError, CompressionError) as err:
+        raise CheckpointError(f"{where}: {err}") from None
+    except (ValueError, RuntimeError, ZeroDivisionError) as err:  # e.g. a zero width torch cannot build
+        raise CheckpointError(
+            f"{where}: this architecture cannot be built ({type(err).__name__}: {err})"
+        ) from None
+    count = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{where}: the architecture would hold {count:,} numbers (at most {MAX_PARAMETERS:,} are "
+            "accepted); check its sizes (embed_dim, widths, img_size, num_classes)"
+        )

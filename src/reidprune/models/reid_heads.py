@@ -1,16 +1,16 @@
 """Heads that turn ViT tokens into re-ID (or classification) outputs.
 
 Every head is called as ``head(tokens, state, backbone) -> ModelOutput`` with the backbone's
-output tokens (B, N_cur, D) and the TokenState the blocks left behind. Heads that only read the
-CLS token use ``tokens[:, 0]`` (token reducers keep CLS first); heads that need patch positions
+output tokens (B, N_cur, D) and the TokenState the blocks left behind. Heads that take one image
+feature use ``backbone.pool(tokens, state)`` (the CLS token, or the global average); heads that need patch positions
 (LA stripes, TransReID JPM) first call ``backbone.restore_grid`` so that they see the original
 raster order whatever the reducers did.
 
 Each head exposes ``necks`` (BNNecks, possibly empty) and ``classifiers`` (possibly empty when
 num_classes = 0) as ModuleLists, so training code can find and reset them uniformly.
 
-- LinearHead: classification (timm / DeiT): logits = Linear(CLS).
-- BNNeckHead: the strong re-ID baseline (Luo et al. 2019, "Bag of Tricks"): CLS -> BatchNorm with a
+- LinearHead: classification (timm / DeiT / MAE): logits = Linear(pooled feature).
+- BNNeckHead: the strong re-ID baseline (Luo et al. 2019, "Bag of Tricks"): pooled feature -> BatchNorm with a
   frozen zero bias -> bias-free classifier; retrieval with the feature before or after the BN.
 - LAHead: LA-Transformer (Sharma et al. 2021): patch tokens averaged into horizontal stripes (one
   per grid row), each blended with the CLS token as (g + lambda * p) / (1 + lambda) and classified by
@@ -71,7 +71,7 @@ class ClassBlock(nn.Module):
 
 
 class LinearHead(nn.Module):
-    """Classification: logits = Linear(CLS). The embedding is the CLS feature (pre-logits)."""
+    """Classification: logits = Linear(pooled feature), which is also the embedding (pre-logits)."""
 
     def __init__(self, dim: int, num_classes: int) -> None:
         super().__init__()
@@ -82,13 +82,13 @@ class LinearHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, tokens: Tensor, state: TokenState, backbone: VisionTransformer) -> ModelOutput:
-        feature = tokens[:, 0]
+        feature = backbone.pool(tokens, state)
         logits = [classifier(feature) for classifier in self.classifiers]
         return ModelOutput(embedding=feature, logits=logits, features=[feature] if self.training else [])
 
 
 class BNNeckHead(nn.Module):
-    """CLS -> BNNeck -> classifier. neck_feat: retrieve with the feature "before" or "after" the BN."""
+    """Pooled feature -> BNNeck -> classifier. neck_feat: retrieve with the feature "before" or "after" the BN."""
 
     def __init__(self, dim: int, num_classes: int, neck_feat: str = "after") -> None:
         super().__init__()
@@ -97,7 +97,7 @@ class BNNeckHead(nn.Module):
         self.classifiers = nn.ModuleList([reid_classifier(dim, num_classes)] if num_classes > 0 else [])
 
     def forward(self, tokens: Tensor, state: TokenState, backbone: VisionTransformer) -> ModelOutput:
-        feature = tokens[:, 0]
+        feature = backbone.pool(tokens, state)
         normed = self.necks[0](feature)
         embedding = normed if self.neck_feat == "after" else feature
         if not self.training:

@@ -8,10 +8,15 @@ What differs from timm's VisionTransformer, and why:
 - the patch embedding may overlap (TransReID stride 12 / 11), and an optional camera
   side-information embedding (TransReID SIE) is added to every token;
 - attention can be probed (`Attention.probe`) to collect attention maps and their gradients for
-  calibration, otherwise it runs as fused scaled-dot-product attention.
+  calibration, otherwise it runs as fused scaled-dot-product attention;
+- the image feature is the CLS token (`global_pool="token"`) or, as in MAE fine-tunes and timm's
+  `global_pool="avg"`, the mean of the patch positions followed by `fc_norm`. The mean runs over
+  the grid restored by `restore_grid`, so every original patch position counts once whatever the
+  token reducers did (a merged position with its merged token, a dropped one with its features
+  when it was dropped): with identity blocks every reducer gives the dense model's feature.
 
 Parameter names match timm (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`,
-`blocks.{i}.mlp.fc1`, `norm`, `head`), so timm and DeiT state dicts load unchanged.
+`blocks.{i}.mlp.fc1`, `norm`, `fc_norm`, `head`), so timm, DeiT and MAE state dicts load unchanged.
 """
 
 from __future__ import annotations
@@ -186,7 +191,10 @@ class VisionTransformer(nn.Module):
     """ViT backbone (+ optional linear head) with per-block heads and token reducers.
 
     forward_tokens: (B, 3, H, W) -> (B, N_out, D) tokens after the final norm, plus the TokenState.
-    forward: classification logits (B, num_classes), or the CLS feature (B, D) when num_classes=0.
+    pool: those tokens -> (B, D) image feature (CLS, or mean of the patch positions + fc_norm).
+    forward: classification logits (B, num_classes), or the pooled feature (B, D) when num_classes=0.
+    global_pool: "token" | "avg". fc_norm: LayerNorm after pooling instead of the final norm on
+      the tokens (None: with "avg", as timm).
     """
 
     def __init__(
@@ -206,8 +214,14 @@ class VisionTransformer(nn.Module):
         num_cameras: int = 0,
         sie_coef: float = 3.0,
         num_classes: int = 0,
+        global_pool: str = "token",
+        fc_norm: bool | None = None,
     ) -> None:
         super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
+        self.global_pool = global_pool
         depth = len(num_heads)
         mlp_hidden = list(mlp_hidden) if mlp_hidden is not None else [4 * embed_dim] * depth
         if len(mlp_hidden) != depth:
@@ -226,7 +240,8 @@ class VisionTransformer(nn.Module):
             Block(embed_dim, h, head_dim, m, qkv_bias, scale, norm_eps, r)
             for h, m, r in zip(num_heads, mlp_hidden, rates, strict=True)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm = nn.Identity() if fc_norm else nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if fc_norm else nn.Identity()
         self.head: nn.Module = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
@@ -300,9 +315,16 @@ class VisionTransformer(nn.Module):
         index = state.source.unsqueeze(-1).expand(-1, -1, x.shape[-1])
         return torch.empty_like(x).scatter_(1, index, x)
 
+    def pool(self, tokens: Tensor, state: TokenState) -> Tensor:
+        """forward_tokens' output (B, N_cur, D) -> (B, D): the CLS token, or the mean of the 1 + P
+        restored positions' patch part (see the module doc), then fc_norm."""
+        if self.global_pool == "avg":
+            return self.fc_norm(self.restore_grid(tokens, state)[:, self.num_prefix_tokens :].mean(dim=1))
+        return self.fc_norm(tokens[:, 0])
+
     def forward(self, x: Tensor, camids: Tensor | None = None) -> Tensor:
-        tokens, _ = self.forward_tokens(x, camids)
-        return self.head(tokens[:, 0])
+        tokens, state = self.forward_tokens(x, camids)
+        return self.head(self.pool(tokens, state))
 
 
 def resample_pos_embed(

@@ -19,6 +19,7 @@ Layout of a built model (the attribute names other modules rely on):
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,9 @@ class ViTArch:
       HEAD_OPTIONS[head].
     num_cameras: > 0 adds TransReID's camera embedding (SIE) scaled by sie_coef; camids are then
       required in forward.
+    global_pool: the image feature of the "linear" / "bnneck" heads: "token" (CLS after the final
+      norm) or "avg" (mean of the patch positions, MAE / timm global_pool="avg"); fc_norm: a
+      LayerNorm after pooling instead of the final norm (None = only with "avg", as timm).
     tokens: token-reduction spec owned by reidprune.compress.tokens (None = dense model).
     """
 
@@ -87,6 +91,8 @@ class ViTArch:
     jpm_num_heads: list[int] | None = None
     head_options: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, Any] | None = None
+    global_pool: str = "token"
+    fc_norm: bool | None = None
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -123,10 +129,21 @@ def validate_arch(arch: ViTArch) -> None:
 
     if arch.head not in HEADS:
         fail("head", f"'{arch.head}' is not one of {', '.join(HEADS)}")
+    if arch.global_pool not in ("token", "avg"):
+        fail("global_pool", f"expected 'token' or 'avg', got {arch.global_pool!r}")
+    if (arch.global_pool != "token" or arch.fc_norm) and arch.head not in ("linear", "bnneck"):
+        # the LA and TransReID heads read the CLS token and the patch grid themselves
+        fail(
+            "global_pool", f"'{arch.global_pool}' / fc_norm need head 'linear' or 'bnneck', not '{arch.head}'"
+        )
+    for key in ("patch_size", "in_chans", "embed_dim", "head_dim"):
+        if getattr(arch, key) < 1:
+            fail(key, f"expected >= 1, got {getattr(arch, key)}")
     if len(arch.img_size) != 2 or min(arch.img_size) < arch.patch_size:
         fail("img_size", f"expected [H, W] each >= patch_size {arch.patch_size}, got {list(arch.img_size)}")
     if arch.stride < 1 or arch.stride > arch.patch_size:
         fail("stride", f"expected 1 <= stride <= patch_size {arch.patch_size}, got {arch.stride}")
+    _warn_uncovered(arch)
     if not arch.num_heads or min(arch.num_heads) < 1:
         fail("num_heads", f"every block needs at least one head, got {list(arch.num_heads)}")
     if len(arch.mlp_hidden) != len(arch.num_heads):
@@ -153,6 +170,26 @@ def validate_arch(arch: ViTArch) -> None:
         fail("num_classes", f"expected >= 0 (0 = no classifier), got {arch.num_classes}")
     if arch.head == "la" and int(arch.options()["num_parts"]) < 0:
         fail("head_options.num_parts", "expected 0 (one stripe per grid row) or a positive count")
+
+
+def uncovered_pixels(arch: ViTArch) -> tuple[int, int]:
+    """Rows at the bottom and columns at the right of the input that no patch covers."""
+    return tuple((size - arch.patch_size) % arch.stride for size in arch.img_size)  # type: ignore[return-value]
+
+
+def _warn_uncovered(arch: ViTArch) -> None:
+    # With non-overlapping patches a remainder means the image size is not a multiple of the patch:
+    # those pixels are silently cut off. Overlapping patches (TransReID's stride 12 at 256x128) leave a
+    # few by design, as the seed models were trained, so they are not warned about.
+    rows, cols = uncovered_pixels(arch)
+    if arch.stride == arch.patch_size and (rows or cols):
+        warnings.warn(
+            f"vit architecture: img_size {list(arch.img_size)} is not a multiple of patch_size "
+            f"{arch.patch_size}: the last {rows} pixel row(s) and {cols} column(s) are covered by no "
+            "patch and ignored; use a size that is a multiple of the patch",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class ViTReID(nn.Module):
@@ -188,6 +225,8 @@ class ViTReID(nn.Module):
             num_cameras=arch.num_cameras,
             sie_coef=arch.sie_coef,
             num_classes=0,
+            global_pool=arch.global_pool,
+            fc_norm=arch.fc_norm,
         )
         self.head = _build_head(arch, self.backbone)
 
@@ -339,6 +378,14 @@ def deit_small_patch16_224(**kwargs: Any) -> ViTArch:
 def deit_base_patch16_224(**kwargs: Any) -> ViTArch:
     """DeiT-B/16: D 768, 12 blocks x 12 heads, 224x224, ImageNet classifier."""
     return _arch("deit_base_patch16_224", _classification(768), 12, 3072, 12, kwargs)
+
+
+@register("mae_base_patch16_224")
+def mae_base_patch16_224(**kwargs: Any) -> ViTArch:
+    """ViT-B/16 fine-tuned from MAE (He et al. 2022; PM-ViT-MAE-base): as vit_base_patch16_224, but the
+    image feature is the mean of the patch tokens followed by fc_norm (no final norm on the tokens)."""
+    spec = {**_classification(768), "global_pool": "avg", "fc_norm": True}
+    return _arch("mae_base_patch16_224", spec, 12, 3072, 12, kwargs)
 
 
 @register("vit_base_patch16_224")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from reidprune.atomic import write_text
 from reidprune.errors import CheckpointError, ConfigError, DataError
 from reidprune.report.runs import Entry, Run, fill_costs, load_run, unpruned_model_for_timing
 
@@ -71,9 +72,10 @@ def build_report(
 
     data: a data set folder or experiment YAML used instead of each run's own data section for the
       retrieval lists and token-map images (e.g. when the runs were made on another machine).
-    latency: measure PyTorch eager batch-1 latency of every model, interleaved in this process
-      (`min_time` seconds in all, `threads` CPU threads; default torch's setting), for the
-      accuracy-versus-latency plot.
+    latency: measure the PyTorch batch-1 latency of every model in its deploy form (BatchNorm folded,
+      channels_last: `prepare_for_inference`, as `reidprune measure` and `bench` time it), interleaved
+      in this process (`min_time` seconds in all, `threads` CPU threads; default torch's setting),
+      for the accuracy-versus-latency plot.
     retrieval: draw `num_queries` ranked lists of `top` gallery images per run (needs the test split).
     token_images: sample images the kept-token maps are drawn over.
     """
@@ -88,16 +90,23 @@ def build_report(
     )
     sections = [_section(run, data, data_format, retrieval, num_queries, top, token_images) for run in runs]
 
+    from reidprune.measure.units import macs_unit
     from reidprune.report.plots import accuracy_vs_cost
 
-    gmacs_png = accuracy_vs_cost(runs, "gmacs", "GMACs per image")
-    latency_png = accuracy_vs_cost(runs, "latency_ms", "PyTorch batch-1 latency (ms)") if latency else None
+    rows = table_rows(runs)
+    macs, macs_factor = macs_unit(v for row in rows for v in (row["gmacs"], row["blocks_gmacs"]))
+    gmacs_png = accuracy_vs_cost(runs, "gmacs", f"{macs} per image", scale=macs_factor)
+    latency_png = (
+        accuracy_vs_cost(runs, "latency_ms", "PyTorch batch-1 latency, deploy form (ms)") if latency else None
+    )
     html = _render(
         title=title,
         runs=runs,
         sections=sections,
         columns=_columns(runs),
-        rows=[_row(entry, run) for run in runs for entry in run.entries],
+        rows=rows,
+        macs=macs,
+        macs_factor=macs_factor,
         gmacs_png=data_uri(gmacs_png) if gmacs_png else None,
         latency_png=data_uri(latency_png) if latency_png else None,
         latency_note=latency_note,
@@ -106,7 +115,7 @@ def build_report(
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    write_text(out, html)
     return out
 
 
@@ -118,16 +127,58 @@ def _names(paths: list[Path]) -> list[str]:
     ]
 
 
+def model_key(entry: Entry, run: Run) -> Any:
+    """What identifies the model of `entry` across runs: its saved directory, or for the unpruned model
+    of a prune run whose weights are not a model directory, the configured weights file; None when
+    nothing does (the entry then stands alone)."""
+    if entry.model_dir is not None:
+        return ("dir", str(entry.model_dir.resolve()))
+    if (
+        run.kind == "prune"
+        and entry.variant == "unpruned"
+        and run.config is not None
+        and run.config.model.weights
+    ):
+        return ("weights", str(Path(run.config.model.weights).resolve()), run.config.model.name)
+    return None
+
+
+def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per distinct (model, test metrics): the baseline that several prune runs start from
+    (and the train run that made it) is shown once, its row naming the runs it is the unpruned model of."""
+    rows: list[dict[str, Any]] = []
+    seen: dict[Any, dict[str, Any]] = {}
+    for run in runs:
+        for entry in run.entries:
+            key = model_key(entry, run)
+            key = (key, tuple(sorted((entry.test or {}).items()))) if key is not None else None
+            if key is not None and key in seen:
+                seen[key]["same_as"].append(f"{run.name} ({entry.variant})")
+                continue
+            row = _row(entry, run)
+            rows.append(row)
+            if key is not None:
+                seen[key] = row
+    return rows
+
+
 def _measure_latency(runs: list[Run], min_time: float, threads: int | None) -> str:
-    """Batch-1 PyTorch latency of every entry with a buildable model, interleaved. Returns the page's note."""
+    """Batch-1 PyTorch latency of every entry with a buildable model, in its deploy form (BatchNorm
+    folded, channels_last), interleaved; a model shared by several entries is timed once. Returns the
+    page's note."""
     import torch
 
     from reidprune.export.benchmark import interleaved_times, summarize_ms, torch_call
+    from reidprune.measure import deploy
     from reidprune.models import load
 
-    models: dict[int, tuple[Entry, Any]] = {}
+    models: dict[Any, tuple[list[Entry], Any]] = {}
     for run in runs:
         for entry in run.entries:
+            key = model_key(entry, run) or id(entry)
+            if key in models:
+                models[key][0].append(entry)
+                continue
             if entry.model_dir is not None:
                 model = load(entry.model_dir)
             elif run.kind == "prune" and entry.variant == "unpruned":
@@ -136,10 +187,14 @@ def _measure_latency(runs: list[Run], min_time: float, threads: int | None) -> s
             else:
                 model = None
             if model is not None:
-                models[id(entry)] = (entry, model.eval())
+                models[key] = ([entry], model.eval())
     if not models:
         return "no saved model to time"
-    fns = {key: torch_call(model, 1) for key, (_, model) in models.items()}
+    # time the form that is deployed, as `reidprune measure` and `bench` do
+    fns = {
+        key: torch_call(deploy.prepare_for_inference(model), 1, channels_last=True)
+        for key, (_, model) in models.items()
+    }
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads or old_threads)
     try:
@@ -147,10 +202,11 @@ def _measure_latency(runs: list[Run], min_time: float, threads: int | None) -> s
         times = interleaved_times(fns, min_time=min_time)
     finally:
         torch.set_num_threads(old_threads)
-    for key, (entry, _) in models.items():
-        entry.latency_ms = summarize_ms(times[key])["median_ms"]
+    for key, (entries, _) in models.items():
+        for entry in entries:
+            entry.latency_ms = summarize_ms(times[key])["median_ms"]
     return (
-        f"PyTorch eager, batch 1, CPU, {used} threads, float32: median of "
+        f"PyTorch, deploy form (BatchNorm folded, channels_last), batch 1, CPU, {used} threads, float32: median of "
         f"{len(next(iter(times.values())))} interleaved rounds, measured while this report was built"
     )
 
@@ -286,6 +342,7 @@ def _row(entry: Entry, run: Run) -> dict[str, Any]:
         "test": entry.test or {},
         "latency_ms": entry.latency_ms,
         "note": entry.note,
+        "same_as": [],  # other runs' entries with this model and these results (see `table_rows`)
     }
 
 
@@ -300,6 +357,8 @@ def _versions() -> dict[str, str]:
 def _render(**context: Any) -> str:
     import jinja2
 
+    from reidprune.measure.units import significant
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -309,5 +368,5 @@ def _render(**context: Any) -> str:
     )
     env.filters["millions"] = lambda v: "-" if v is None else f"{v / 1e6:.2f}"
     env.filters["num"] = lambda v, digits=2: "-" if v is None else f"{v:.{digits}f}"
-    env.filters["gmacs"] = lambda v: "-" if v is None else (f"{v:.3f}" if v >= 0.01 else f"{v:.2e}")
+    env.filters["macs"] = lambda v, factor=1.0: "-" if v is None else significant(v * factor)
     return env.get_template(TEMPLATE).render(**context)

@@ -47,10 +47,11 @@ def accuracy_metrics(runs: Sequence[Run]) -> list[str]:
     return sorted(names, key=order.index)[:2]
 
 
-def accuracy_vs_cost(runs: Sequence[Run], cost: str, xlabel: str) -> bytes | None:
+def accuracy_vs_cost(runs: Sequence[Run], cost: str, xlabel: str, scale: float = 1.0) -> bytes | None:
     """One panel per accuracy metric: accuracy (y) against `cost` (x) for every entry that has both.
 
-    cost: "gmacs" (from the entry's cost) or "latency_ms" (measured for the report).
+    cost: "gmacs" (from the entry's cost) or "latency_ms" (measured for the report), times `scale`
+    (e.g. 1000 to plot GMACs as MMACs).
     Returns PNG bytes, or None when no entry has both numbers.
     """
     metrics = accuracy_metrics(runs)
@@ -58,7 +59,7 @@ def accuracy_vs_cost(runs: Sequence[Run], cost: str, xlabel: str) -> bytes | Non
         (run_index, entry)
         for run_index, run in enumerate(runs)
         for entry in run.entries
-        if entry.test and _x(entry, cost) is not None and any(m in entry.test for m in metrics)
+        if entry.test and _x(entry, cost, scale) is not None and any(m in entry.test for m in metrics)
     ]
     if not metrics or not points:
         return None
@@ -68,9 +69,9 @@ def accuracy_vs_cost(runs: Sequence[Run], cost: str, xlabel: str) -> bytes | Non
         for run_index, run in enumerate(runs):
             colour = colours(run_index % 10)
             drawn = [
-                (e, _x(e, cost), e.test[metric])
+                (e, _x(e, cost, scale), e.test[metric])
                 for e in run.entries
-                if e.test and metric in e.test and _x(e, cost) is not None
+                if e.test and metric in e.test and _x(e, cost, scale) is not None
             ]
             for entry, x, y in drawn:
                 marker = "o" if entry.variant in ("unpruned", "final", "model") else "s"
@@ -97,8 +98,6 @@ def accuracy_vs_cost(runs: Sequence[Run], cost: str, xlabel: str) -> bytes | Non
     return figure_png(fig)
 
 
-def _x(entry: Any, cost: str) -> float | None:
-    if cost == "latency_ms":
-        return entry.latency_ms
-    value = entry.cost.get(cost)
-    return float(value) if value is not None else None
+def _x(entry: Any, cost: str, scale: float = 1.0) -> float | None:
+    value = entry.latency_ms if cost == "latency_ms" else entry.cost.get(cost)
+    return float(value) * scale if value is not None else None

@@ -28,7 +28,8 @@ class Entry:
 
     test: test-split metrics in percent (mAP, rank1, ... or top1, top5); None when not evaluated.
     model_dir: where the model is saved (None: not saved, e.g. an unpruned foreign checkpoint).
-    latency_ms: PyTorch eager batch-1 latency measured for the report (None when not measured).
+    latency_ms: PyTorch batch-1 latency of the deploy form (BatchNorm folded, channels_last) measured
+      for the report (None when not measured).
     """
 
     run: str
@@ -196,9 +197,12 @@ def unpruned_model_for_timing(run: Run) -> Any:
         return None
     pruned_arch = read_description(run.main.model_dir)["arch"]
     cfg = run.config
+    size = pruned_arch.get("img_size") or (
+        [cfg.data.height, cfg.data.width] if cfg.data.height and cfg.data.width else None
+    )
     kwargs = {
         "num_classes": int(pruned_arch.get("num_classes", 0)),
-        "img_size": list(pruned_arch.get("img_size", [cfg.data.height, cfg.data.width])),
+        **({"img_size": list(size)} if size else {}),
         **cfg.model.kwargs,
     }
     try:

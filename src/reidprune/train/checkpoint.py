@@ -14,7 +14,6 @@ and overwritten by the next save.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import zipfile
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reidprune.models.checkpoint_io import CheckpointError
+from reidprune.atomic import temporary_file
+from reidprune.models.checkpoint_io import CheckpointError, _error_line, refused_pickle
 
 FORMAT = "reidprune-train"
 FORMAT_VERSION = 1
@@ -53,31 +53,13 @@ def check_plain(obj: Any, where: str) -> None:
     )
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on every platform / file system
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write `state` atomically to `path` (temp file + fsync + os.replace)."""
     path = Path(path)
     check_plain(state, "checkpoint")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    with temporary_file(path) as tmp:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
     return path
 
 
@@ -86,16 +68,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training checkpoint not found: {path}")
+    if path.stat().st_size == 0:  # torch raises an EOFError with an empty message for these
+        raise CheckpointError(f"{path}: the training checkpoint is empty (0 bytes); it cannot be resumed")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to unpickle objects other than tensors and plain containers "
-            f"({str(err).splitlines()[0]})"
-        ) from None
+        raise CheckpointError(refused_pickle(path, err)) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
         raise CheckpointError(
-            f"{path}: not a readable training checkpoint ({str(err).splitlines()[0]})"
+            f"{path}: not a readable training checkpoint, truncated or corrupt ({_error_line(err)})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a reidprune training checkpoint (expected format '{FORMAT}')")

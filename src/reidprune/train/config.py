@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -29,9 +29,9 @@ class TrainConfig:
     id_loss_weight: float = 1.0
     label_smoothing: float = 0.0
     triplet_weight: float = 1.0
-    triplet_margin: float = 0.3  # <= 0 means soft margin log(1 + exp(d_ap - d_an))
+    triplet_margin: float = 0.3  # 0 means soft margin log(1 + exp(d_ap - d_an)); negative is refused
     # distillation from the uncompressed teacher
-    teacher: str = ""  # CLI only: a reidprune model directory to distil from ("" = none)
+    teacher: str = ""  # CLI only: a reidprune model directory or a checkpoint to distil from ("" = none)
     distill: str = "none"  # none | soft | hard
     distill_alpha: float = 0.2
     distill_tau: float = 1.0
@@ -40,11 +40,18 @@ class TrainConfig:
     embed_distill_weight: float = 1.0
     embed_distill_target: str = "embedding"  # embedding | features (pre-neck, averaged over heads)
     relation_distill_weight: float = 0.0  # similarity-matrix distillation on the same target
+    # PM-ViT (DeiT) fine-tuning options (see train/finetune.py); mixup / cutmix need timm
+    mixup: float = 0.0  # mixup Beta alpha (0 = off); targets become soft, label_smoothing included
+    cutmix: float = 0.0  # cutmix Beta alpha (0 = off)
+    mixup_prob: float = 1.0  # probability that a batch is mixed at all
+    mixup_switch_prob: float = 0.5  # with both on: probability of cutmix instead of mixup
+    freeze: list[str] = field(default_factory=list)  # module-name prefixes kept fixed, e.g. [patch_embed]
     # bookkeeping
     eval_every: int = 1  # epochs between validations (0 = only at the end)
     select_metric: str = "auto"  # best-checkpoint metric: auto (mAP / top1) | mAP | rank1 | top1
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always saved)
     checkpoint_every_steps: int = 0  # also checkpoint every N optimiser steps (0 = off)
+    save_every: int = 0  # keep the model after every N epochs in output_dir/epoch_{k}/ (0 = off)
     log_every: int = 10  # steps between log lines
     max_steps_per_epoch: int = 0  # 0 = full epoch (useful for smoke runs)
     progress: bool = True  # rich progress bar on rank 0
@@ -71,8 +78,26 @@ def check_train_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, key)
         if value not in allowed:
             raise TrainingError(f"train.{key}='{value}': expected one of {', '.join(allowed)}")
-    for key in ("epochs", "warmup_epochs", "eval_every", "checkpoint_every", "checkpoint_every_steps"):
+    for key in (
+        "epochs",
+        "warmup_epochs",
+        "eval_every",
+        "checkpoint_every",
+        "checkpoint_every_steps",
+        "save_every",
+    ):
         if getattr(cfg, key) < 0:
             raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected >= 0")
+    for key in ("mixup", "cutmix"):
+        if getattr(cfg, key) < 0:
+            raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected a Beta alpha >= 0 (0 = off)")
+    for key in ("mixup_prob", "mixup_switch_prob"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected a probability in [0, 1]")
     if cfg.lr <= 0:
         raise TrainingError(f"train.lr={cfg.lr}: expected > 0")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise TrainingError(f"train.label_smoothing={cfg.label_smoothing}: expected a value in [0, 1)")
+    for key in ("weight_decay", "weight_decay_norm_bias", "triplet_margin"):
+        if (getattr(cfg, key) or 0.0) < 0:
+            raise TrainingError(f"train.{key}={getattr(cfg, key)}: expected >= 0")

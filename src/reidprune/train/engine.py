@@ -42,6 +42,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from reidprune.atomic import temporary_file
 from reidprune.errors import TrainingError
 from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked
 from reidprune.models.output import ModelOutput
@@ -55,6 +56,7 @@ from reidprune.train.distributed import (
     dist_info,
     resolve_device,
 )
+from reidprune.train.finetune import freeze, make_mixup, mix_batch
 from reidprune.train.log import JsonlLog, TrainProgress
 from reidprune.train.losses import compute_losses, uses_teacher
 from reidprune.train.optim import check_scheduler, make_optimizer, make_scheduler
@@ -67,7 +69,15 @@ BEST_DIR = "best"
 BEST_WEIGHTS = "best.safetensors"  # for models without an architecture (not built by the registry)
 # bookkeeping settings that do not change the training trajectory; anything else must match on resume
 RESUME_MAY_CHANGE = frozenset(
-    {"log_every", "progress", "checkpoint_every", "checkpoint_every_steps", "eval_every", "teacher"}
+    {
+        "log_every",
+        "progress",
+        "checkpoint_every",
+        "checkpoint_every_steps",
+        "eval_every",
+        "teacher",
+        "save_every",
+    }
 )
 
 
@@ -191,6 +201,7 @@ class Engine:
         self.history: list[dict[str, Any]] = []
         self.resumed = False
         self.train_model: nn.Module = model
+        self.mixup: Any = None
         self.amp_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self.steps_per_epoch = 0
@@ -252,6 +263,8 @@ class Engine:
         if state is not None:
             self._adopt_architecture(state)
         self.model.to(self.device)
+        freeze(self.model, cfg.freeze)  # before the optimiser, which leaves frozen parameters out
+        self.mixup = make_mixup(cfg, self.model)
         if self.teacher is not None:
             freeze_teacher(self.teacher).to(self.device)
         elif uses_teacher(cfg):
@@ -344,6 +357,8 @@ class Engine:
     def _check_same_settings(self, saved: dict[str, Any], where: str) -> None:
         """Resuming with other training settings would not continue the same run; say which differ."""
         current = dataclasses.asdict(self.cfg)
+        # keys newer than the checkpoint held their default value in it
+        saved = {**dataclasses.asdict(TrainConfig()), **saved}
         changed = [
             f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
             for key, value in current.items()
@@ -401,11 +416,21 @@ class Engine:
             save(self.model, target, metadata={"epoch": self.epoch, **(self.best or {})})
             return target
         target = self.output_dir / BEST_WEIGHTS
-        tmp = target.with_name(f".{target.name}.tmp")
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
-        save_file(tensors, str(tmp))
-        os.replace(tmp, target)
+        with temporary_file(target) as tmp:
+            save_file(tensors, str(tmp))
         return target
+
+    def _save_snapshot(self) -> Path:
+        """train.save_every: the model after `self.epoch` epochs in output_dir/epoch_{epoch}/. A callback
+        with `snapshot(model)` gives the form to keep (soft pruning: its selection set to zero)."""
+        from reidprune.models.serialization import save
+
+        model = self.model
+        for cb in self.callbacks:
+            if hasattr(cb, "snapshot"):
+                model = cb.snapshot(model)
+        return save(model, self.output_dir / f"epoch_{self.epoch}", metadata={"epochs": self.epoch})
 
     @property
     def best_path(self) -> Path | None:
@@ -463,6 +488,8 @@ class Engine:
     def run(self, resume: bool | str | Path = False) -> FitResult:
         self._setup(resume)
         cfg = self.cfg
+        if cfg.save_every > 0 and getattr(self.model, "arch", None) is None:
+            raise TrainingError("train.save_every saves reidprune model folders: the model needs an .arch")
         if not self.resumed:
             self.log.write(
                 "start",
@@ -600,6 +627,8 @@ class Engine:
         labels = batch["label"].to(self.device, non_blocking=True)
         camids = batch.get("camid")
         camids = camids.to(self.device, non_blocking=True) if camids is not None else None
+        if self.mixup is not None:  # labels become (B, C) soft targets
+            images, labels = mix_batch(self.mixup, images, labels)
         lr = float(self.optimizer.param_groups[0]["lr"])
         with self._autocast():
             output = self.train_model(images, camids=camids)
@@ -674,6 +703,8 @@ class Engine:
         )
         self.epoch, self.batch_index = finished + 1, 0
         self._epoch_sums, self._epoch_count = {}, 0
+        if cfg.save_every > 0 and self.epoch % cfg.save_every == 0 and self.is_main:
+            self._save_snapshot()
         if last or (cfg.checkpoint_every > 0 and (finished + 1) % cfg.checkpoint_every == 0):
             self.save_checkpoint()
 
@@ -711,7 +742,7 @@ def fit(
 
     Output (rank 0): output_dir/train_log.jsonl, output_dir/checkpoints/last.pt, and the best model
     by validation metric in output_dir/best/ (reidprune format; best.safetensors for a model without
-    `.arch`).
+    `.arch`); with cfg.save_every = N also the model after every N epochs in output_dir/epoch_{k}/.
     """
     engine = Engine(
         model,

@@ -9,16 +9,20 @@ Works in one process or under `torchrun` (rank 0 writes; every rank trains and e
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from reidprune.atomic import FolderLockedError, folder_lock, write_json
 from reidprune.config import ExperimentConfig, save_config
-from reidprune.errors import TrainingError
+from reidprune.data.config import requested_size
+from reidprune.errors import ConfigError, TrainingError
+from reidprune.run_folder import prepare_output_dir
+from reidprune.train.classes import check_classifier
 from reidprune.train.config import check_train_config
 from reidprune.train.distributed import barrier, broadcast_object, init_distributed, resolve_device
 from reidprune.train.engine import fit, seed_everything
@@ -33,7 +37,8 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     """The configured registry model, or a saved reidprune model directory given as model.weights.
 
     A model directory (e.g. a pruned model) is rebuilt from its own model.json, so it trains as
-    itself; a foreign checkpoint is loaded into `create(model.name, ...)` with its keys mapped.
+    itself; a foreign checkpoint shapes `create(model.name, ...)` first (pruned heads, AMG token
+    masks, Prune-and-Merge matrices: as `prune` and `eval` load it), then its weights load.
     """
     from reidprune import models
     from reidprune.models.serialization import is_model_dir
@@ -42,20 +47,21 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     if weights and is_model_dir(weights):
         model = models.load(weights)
     else:
-        model = models.create(
-            cfg.model.name,
-            num_classes=num_classes,
-            img_size=[cfg.data.height, cfg.data.width],
-            **cfg.model.kwargs,
-        )
+        size = requested_size(cfg.data)  # None: the registry entry's own input size
+        size_kwargs = {"img_size": list(size)} if size is not None else {}
         if weights:
-            models.load_checkpoint(model, weights, strict=cfg.model.strict)
-    own = getattr(getattr(model, "arch", None), "num_classes", num_classes)
-    if own != num_classes:
-        raise TrainingError(
-            f"model.weights={weights}: the model has {own} classes but the training split of "
-            f"{cfg.data.root} has {num_classes} identities / classes"
-        )
+            # a foreign checkpoint may change the architecture (AMG / PM pruned): shape the model to it
+            model = models.create_from_checkpoint(
+                cfg.model.name,
+                weights,
+                strict=cfg.model.strict,
+                num_classes=num_classes,
+                **size_kwargs,
+                **cfg.model.kwargs,
+            )
+        else:
+            model = models.create(cfg.model.name, num_classes=num_classes, **size_kwargs, **cfg.model.kwargs)
+    check_classifier(model, num_classes, weights, cfg.data.root)
     return model.train()
 
 
@@ -87,13 +93,33 @@ def evaluate_test(model: nn.Module, loaders: Any, cfg: ExperimentConfig) -> dict
     return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
-def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
-    """Run the training job described by `cfg`; returns (and writes, on rank 0) metrics.json's content."""
-    from reidprune.data import build_dataset, build_loaders
-    from reidprune.models.serialization import load, save
+def train_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run the training job described by `cfg`; returns (and writes, on rank 0) metrics.json's content.
 
+    output_dir is locked for the run (a second job into it is refused), and a folder that holds
+    another run is refused unless `resume` (same config) or `overwrite` (its run outputs are removed).
+    """
     check_train_config(cfg.train)
     info = init_distributed(cfg.device)
+    with contextlib.ExitStack() as held:
+        refusal = None
+        if info.is_main:  # rank 0 writes; every rank stops with its message
+            try:
+                held.enter_context(folder_lock(cfg.output_dir))
+                prepare_output_dir(cfg, resume=resume, overwrite=overwrite)
+            except (ConfigError, FolderLockedError) as err:
+                refusal = err
+        refusal = broadcast_object(refusal)
+        if refusal is not None:
+            raise refusal
+        return _train(cfg, info, resume)
+
+
+def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
+    from reidprune.data import build_dataset, build_loaders
+    from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.models.serialization import load, save
+
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
@@ -101,10 +127,11 @@ def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, A
     splits = build_dataset(cfg.data) if info.is_main else None
     barrier()
     splits = splits if splits is not None else build_dataset(cfg.data)
-    loaders = build_loaders(cfg.data, splits, distributed=info.enabled, seed=cfg.seed)
-    if loaders.train is None:
+    if not splits.train:
         raise TrainingError(f"data.root={cfg.data.root}: the data set has no training split")
     model = build_model(cfg, splits.num_classes)
+    use_model_input_size(cfg.data, model)
+    loaders = build_loaders(cfg.data, splits, distributed=info.enabled, seed=cfg.seed)
     teacher = build_teacher(cfg, model, splits.num_classes)
     if info.is_main:
         save_config(cfg, out)
@@ -144,7 +171,7 @@ def train_experiment(cfg: ExperimentConfig, resume: bool = False) -> dict[str, A
         summary["note"] = "classification set: its val/ split both selects the best epoch and is reported"
     if info.is_main:
         save(final, out / FINAL_DIR, metadata={"steps": result.steps, "test": test_final})
-        (out / METRICS_JSON).write_text(json.dumps(summary, indent=2))
+        write_json(out / METRICS_JSON, summary)
     barrier()
     if info.enabled:
         torch.distributed.destroy_process_group()

@@ -17,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from reidprune.atomic import write_text
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -55,9 +57,7 @@ class JsonlLog:
                 continue
             if record.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        tmp.replace(self.path)
+        write_text(self.path, "".join(f"{line}\n" for line in kept))
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:

@@ -33,8 +33,11 @@ def _shapes(tensors: Sequence[Tensor]) -> str:
 def id_loss(logits: Sequence[Tensor], labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy with optional label smoothing, averaged over classifier heads.
 
-    logits: list of (B, C) tensors; labels: (B,) long in [0, C).
+    logits: list of (B, C) tensors; labels: (B,) long in [0, C), or (B, C) soft targets (mixup /
+    cutmix, which already hold the smoothing, so `label_smoothing` is not applied again).
     """
+    if labels.dim() == 2:
+        label_smoothing = 0.0
     if not logits:
         raise TrainingError(
             "the model returned no logits in train mode, so there is no ID loss; set train.id_loss_weight=0"

@@ -172,13 +172,20 @@ def bafd_efficient_keep(dist: Tensor, keep: int, k: int) -> Tensor:
     return torch.sort(torch.tensor(kept, dtype=torch.long)).values
 
 
-def select_bafd(weight: Tensor, count: int, k: int = 2, efficient: bool = False) -> Tensor:
+def select_bafd(
+    weight: Tensor, count: int, k: int = 2, efficient: bool = False, layer_rate: float | None = None
+) -> Tensor:
     """The `count` filters BAFD decays in a layer (§3.4 of the BAFD reading).
 
-    - k < n - count: greedy removal with recomputation (default), or, when `efficient` and more
-      than half the filters go, the keep-most-isolated variant.
+    - k < n - count: greedy removal with recomputation (default), or, when `efficient` and the
+      layer's rate is above 0.5, the keep-most-isolated variant.
     - otherwise (too few survivors to have k neighbours): the `count` filters with the smallest
       summed distance to all others.
+
+    layer_rate: the layer's fraction removed, from which count = floor(n * rate) was taken. The
+    efficient branch is chosen on it, as the seed does (`compress_rate > 0.5`), not on count / n:
+    the two differ when block sharing gives a rate just above 0.5 whose floor is n / 2 (ResNet-18/34
+    conv1 and conv2 share (n + 1) / (2n)), and then the seed keeps other filters. None: count / n.
     """
     n = weight.shape[0]
     if count <= 0:
@@ -186,7 +193,8 @@ def select_bafd(weight: Tensor, count: int, k: int = 2, efficient: bool = False)
     dist = pairwise_distances(weight)
     if k >= n - count:
         return smallest(distance_sums(dist), count)
-    if efficient and count / n > 0.5:
+    rate = count / n if layer_rate is None else layer_rate
+    if efficient and rate > 0.5:
         kept = bafd_efficient_keep(dist, n - count, k)
         mask = torch.ones(n, dtype=torch.bool)
         mask[kept] = False

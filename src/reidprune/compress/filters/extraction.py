@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from reidprune.compress.filters.targets import require_resnet
+from reidprune.compress.filters.targets import require_resnet, unwrap
 from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.errors import CompressionError
 from reidprune.models.checkpoint_io import load_state_dict_checked
@@ -184,8 +184,11 @@ def extract_pruned(
     check: bool = True,
     check_size: tuple[int, int] | list[int] | None = None,
     tolerance: float = 1e-5,
-) -> tuple[ResNet, CompressionPlan]:
+) -> tuple[nn.Module, CompressionPlan]:
     """Build the physically smaller ResNet from a model whose pruned filters are zero.
+
+    Any other CNN module goes through `compress.filters.graph.extract_graph` (Torch-Pruning), with
+    `check_size` as its trace and check input (H, W), default 256x128.
 
     The input model is not changed. `method`/`rate`/`details` go into the CompressionPlan
     (`rate` defaults to the fraction of scanned filters that were removed). The new model is
@@ -193,6 +196,18 @@ def extract_pruned(
     img_size) before it is returned. Returns (small_model, plan); small_model.compression_plan
     is the plan, chained after any plan the input carried.
     """
+    if not isinstance(unwrap(model), ResNet):  # any other CNN: Torch-Pruning's dependency graph
+        from reidprune.compress.filters.graph import extract_graph
+
+        return extract_graph(
+            model,
+            method=method,
+            rate=rate,
+            details=details,
+            input_size=check_size,
+            check=check,
+            tolerance=tolerance,
+        )
     source = require_resnet(model)
     new_arch, state, layers = plan_extraction(source)
     small = build(new_arch)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from reidprune.compress.filters.bafd import filters_to_prune
 from reidprune.compress.filters.criteria import select_bafd, select_fpgm, select_sfp
-from reidprune.compress.filters.extraction import extract_pruned
+from reidprune.compress.filters.extraction import copy_model, extract_pruned
 from reidprune.compress.filters.targets import ConvTarget, conv_weight, scale_filters, unwrap
 from reidprune.errors import CompressionError
 from reidprune.train.callbacks import BaseCallback
@@ -85,12 +85,13 @@ class SoftFilterPruning(BaseCallback):
     # ----------------------------------------------------------------- selection
     def select(self, model: nn.Module, target: ConvTarget) -> Tensor:
         weight = conv_weight(model, target)
-        count = filters_to_prune(weight.shape[0], self.rates[target.conv])
+        rate = self.rates[target.conv]
+        count = filters_to_prune(weight.shape[0], rate)
         if self.method == "sfp":
             return select_sfp(weight, count)
         if self.method == "fpgm":
             return select_fpgm(weight, count)
-        return select_bafd(weight, count, k=self.k, efficient=self.efficient)
+        return select_bafd(weight, count, k=self.k, efficient=self.efficient, layer_rate=rate)
 
     def apply(self, model: nn.Module) -> None:
         """Select on the current weights, then zero (sfp, fpgm) or decay (bafd) the selection."""
@@ -110,6 +111,15 @@ class SoftFilterPruning(BaseCallback):
         for target in self.targets:
             scale_filters(model, target, torch.tensor(self.selected[target.conv], dtype=torch.long), 0.0)
         self.finished = True
+
+    def snapshot(self, model: nn.Module) -> nn.Module:
+        """What `train.save_every` keeps: a copy with the current selection set to exactly zero, the
+        full-size model with zero filters that the BAFD seed saves as net_{k}.pth."""
+        twin = copy_model(model)
+        for target in self.targets:
+            index = self.selected.get(target.conv, [])
+            scale_filters(twin, target, torch.tensor(index, dtype=torch.long), 0.0)
+        return twin
 
     # ----------------------------------------------------------------- engine hooks
     def on_train_start(self, engine: Any) -> None:

@@ -15,6 +15,7 @@ the later physical removal exact. BN running statistics are left alone.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,18 @@ def prunable_convs(model: nn.Module, scope: str = "internal") -> list[ConvTarget
             conv = last_conv_name(arch)
             targets.append(ConvTarget(f"{block}.{conv}", f"{block}.bn{conv[-1]}", block, "branch"))
     return targets
+
+
+def input_sources(model: nn.Module) -> dict[str, str]:
+    """conv name -> the conv whose outputs it reads, for the convs whose inputs pruning slices: the
+    later convs of each block, and (when the stem is pruned) layer1.0's conv1 and projection."""
+    arch = require_resnet(model).arch
+    source = {"layer1.0.conv1": "conv1", "layer1.0.downsample.0": "conv1"}
+    for block in block_names(arch):
+        convs = [*internal_conv_names(arch), last_conv_name(arch)]
+        for before, after in itertools.pairwise(convs):
+            source[f"{block}.{after}"] = f"{block}.{before}"
+    return source
 
 
 def conv_weight(model: nn.Module, target: ConvTarget) -> Tensor:

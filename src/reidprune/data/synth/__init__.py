@@ -32,10 +32,33 @@ Generative model (all of it seeded; `appearance.py`, `render.py`, `generate.py`)
 - Layout: identities 1..N split at random into training and test halves (disjoint); 20-30
   images per identity over 2-6 cameras; per test identity and camera one image is the query,
   the rest go to the gallery, with N/4 pid-0 distractors and N/8 pid -1 junk crops. 128 x 64
-  JPEGs with Market-1501 names (`0007_c3s1_000412_01.jpg`).
+  JPEGs with Market-1501 names (`0007_c3s1_000412_01.jpg`) by default; other sizes (256 x 128:
+  the same scenes at twice the resolution) and the MSMT17 layout are options (`generate.py`).
+- Scale: rendering runs in worker processes (`workers`); every image's randomness is keyed by
+  (seed, purpose, number), so the bytes do not depend on the worker count or the order.
 """
 
-from reidprune.data.synth.generate import MANIFEST, SynthSpec, ensure, generate, plan, read_manifest
+from reidprune.data.synth.generate import (
+    LAYOUTS,
+    MANIFEST,
+    SynthSpec,
+    default_workers,
+    ensure,
+    generate,
+    plan,
+    read_manifest,
+)
 from reidprune.data.synth.render import Rendered, render
 
-__all__ = ["MANIFEST", "Rendered", "SynthSpec", "ensure", "generate", "plan", "read_manifest", "render"]
+__all__ = [
+    "LAYOUTS",
+    "MANIFEST",
+    "Rendered",
+    "SynthSpec",
+    "default_workers",
+    "ensure",
+    "generate",
+    "plan",
+    "read_manifest",
+    "render",
+]

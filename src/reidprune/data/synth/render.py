@@ -1,7 +1,10 @@
-"""Render one 128 x 64 re-ID crop: cluttered scene, maybe a bystander, the person, maybe an
-occluder, then the camera's colour cast, contrast, blur and noise.
+"""Render one re-ID crop (128 x 64 by default, Market-1501's size): cluttered scene, maybe a
+bystander, the person, maybe an occluder, then the camera's colour cast, contrast, blur and noise.
 
 All drawing is numpy signed-distance fields on the whole grid (`shapes.py`); blur is PIL's.
+Other sizes keep the 2:1 shape: every length given in pixels at 128 x 64 (clutter sizes, offsets,
+blur) is multiplied by height / 128, so a 256 x 128 crop shows the same scene at twice the
+resolution, and 128 x 64 multiplies by exactly 1.0 (the default set's bytes do not change).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from PIL import Image, ImageFilter
 from reidprune.data.synth.appearance import PALETTE, VIEWS, Camera, Person, sample_person
 from reidprune.data.synth.shapes import Canvas, Patch, box, capsule, ellipse, smooth_noise, trapezoid
 
-HEIGHT, WIDTH = 128, 64
+HEIGHT, WIDTH = 128, 64  # the default size; the pixel constants below are at this size
 OCCLUSION_RANGE = (0.2, 0.5)  # fraction of the person's pixels an occluder covers
+_PALETTE_RGB = list(PALETTE.values())
 
 
 @dataclass
@@ -40,15 +44,21 @@ def render(
     *,
     occluder: np.random.Generator | None = None,
     junk: bool = False,
+    size: tuple[int, int] = (HEIGHT, WIDTH),
 ) -> Rendered:
     """One crop of `person` (None: background only) seen by `camera`; randomness from `rng`.
 
     occluder: when given, cover 20-50 % of the person with an object from the bottom or one side,
     drawn from this separate generator (so the rest of the image is the same as without it).
     junk: a bad detection (background, or a too-close fragment of the person), like Market's pid -1.
+    size: (height, width) in pixels, height = 2 x width.
     """
-    canvas = Canvas(HEIGHT, WIDTH)
-    _background(canvas, camera, rng)
+    height, width = size
+    if height != 2 * width or width < 16:
+        raise ValueError(f"synth image size {height}x{width}: expected height = 2 x width, width >= 16")
+    px = height / HEIGHT  # pixels per pixel of the 128 x 64 design
+    canvas = Canvas(height, width)
+    _background(canvas, camera, rng, px)
     if rng.random() < 0.3 and not junk:  # a bystander cut by the crop border
         side = 1.0 if rng.random() < 0.5 else -1.0
         other = sample_person(rng)
@@ -57,27 +67,27 @@ def render(
             other,
             VIEWS[int(rng.integers(3))],
             side,
-            cx=WIDTH / 2 + side * rng.uniform(26, 38),
-            feet=HEIGHT * rng.uniform(0.8, 1.0),
-            body=HEIGHT * camera.scale * rng.uniform(0.7, 0.95),
+            cx=width / 2 + side * rng.uniform(26, 38) * px,
+            feet=height * rng.uniform(0.8, 1.0),
+            body=height * camera.scale * rng.uniform(0.7, 0.95),
             phase=rng.uniform(0, 2 * math.pi),
             mask=None,
         )
-    mask = np.zeros((HEIGHT, WIDTH), np.float32)
+    mask = np.zeros((height, width), np.float32)
     view = VIEWS[int(rng.choice(3, p=np.asarray(camera.views)))]
     if person is not None:
         facing = 1.0 if rng.random() < 0.5 else -1.0
-        body = HEIGHT * camera.scale * person.height * rng.uniform(0.94, 1.06)
-        feet = HEIGHT + rng.uniform(-9.0, 3.0)  # detector boxes sometimes cut the feet
+        body = height * camera.scale * person.height * rng.uniform(0.94, 1.06)
+        feet = height + rng.uniform(-9.0, 3.0) * px  # detector boxes sometimes cut the feet
         if junk:  # far too close: only a fragment of the body fills the box
             body *= rng.uniform(1.8, 2.6)
-            feet = HEIGHT + body * rng.uniform(0.2, 0.5)
+            feet = height + body * rng.uniform(0.2, 0.5)
         _person(
             canvas,
             person,
             view,
             facing,
-            cx=WIDTH / 2 + rng.normal(0.0, 2.5),
+            cx=width / 2 + rng.normal(0.0, 2.5) * px,
             feet=feet,
             body=body,
             phase=rng.uniform(0, 2 * math.pi),
@@ -86,15 +96,15 @@ def render(
     person_mask = mask > 0.5
     covered = np.zeros_like(person_mask)
     if occluder is not None and person_mask.any():
-        covered = _occlude(canvas, person_mask, occluder)
-    image = _camera(canvas.rgb, camera, rng)
+        covered = _occlude(canvas, person_mask, occluder, px)
+    image = _camera(canvas.rgb, camera, rng, px)
     return Rendered(image, person_mask, covered, view)
 
 
-def _background(c: Canvas, camera: Camera, rng: np.random.Generator) -> None:
+def _background(c: Canvas, camera: Camera, rng: np.random.Generator, px: float) -> None:
     """Wall above a horizon, ground below, low-frequency texture, then random clutter objects."""
-    horizon = HEIGHT * (camera.horizon + rng.normal(0.0, 0.04))
-    texture = smooth_noise(rng, HEIGHT, WIDTH, (6, 3), 3) * 16.0
+    horizon = c.height * (camera.horizon + rng.normal(0.0, 0.04))
+    texture = smooth_noise(rng, c.height, c.width, (6, 3), 3) * 16.0
     wall = np.asarray(camera.wall, np.float32) + rng.normal(0.0, 8.0, 3)
     ground = np.asarray(camera.ground, np.float32) + rng.normal(0.0, 8.0, 3)
     t = np.clip((c.Y - horizon) / 2.0 + 0.5, 0.0, 1.0)[..., None]  # (H, 1, 1): soft horizon
@@ -103,19 +113,20 @@ def _background(c: Canvas, camera: Camera, rng: np.random.Generator) -> None:
         if rng.random() < 0.65:
             colour = np.asarray(camera.clutter_colours[int(rng.integers(len(camera.clutter_colours)))])
         else:
-            colour = np.asarray(list(PALETTE.values())[int(rng.integers(len(PALETTE)))])
+            colour = np.asarray(_PALETTE_RGB[int(rng.integers(len(PALETTE)))])
         colour = colour + rng.normal(0.0, 10.0, 3)
-        x, y = rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT)
+        x, y = rng.uniform(0, c.width), rng.uniform(0, c.height)
         kind = rng.random()
         if kind < 0.4:  # windows, signs, doors, parked things
-            c.paint(box(c, x, y, rng.uniform(2, 16), rng.uniform(2, 24)), colour)
+            c.paint(box(c, x, y, rng.uniform(2, 16) * px, rng.uniform(2, 24) * px), colour)
         elif kind < 0.6:  # poles
-            c.paint(capsule(c, x, y - rng.uniform(10, 60), x, y + 40, rng.uniform(0.6, 2.0)), colour)
+            top, radius = y - rng.uniform(10, 60) * px, rng.uniform(0.6, 2.0) * px
+            c.paint(capsule(c, x, top, x, y + 40 * px, radius), colour)
         elif kind < 0.85:  # bushes, bins, blobs
-            c.paint(ellipse(c, x, y, rng.uniform(3, 14), rng.uniform(3, 14)), colour)
+            c.paint(ellipse(c, x, y, rng.uniform(3, 14) * px, rng.uniform(3, 14) * px), colour)
         else:  # fence / crosswalk band: stripes inside a horizontal band
-            period = rng.uniform(3, 8)
-            band = box(c, WIDTH / 2, y, WIDTH, rng.uniform(2, 8))
+            period = rng.uniform(3, 8) * px
+            band = box(c, c.width / 2, y, c.width, rng.uniform(2, 8) * px)
             band.sdf = np.maximum(band.sdf, np.where((band.X / period) % 1.0 < 0.5, -1.0, 1.0))
             c.paint(band, colour)
 
@@ -310,7 +321,7 @@ def _hair(
         )
 
 
-def _occlude(c: Canvas, person: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _occlude(c: Canvas, person: np.ndarray, rng: np.random.Generator, px: float) -> np.ndarray:
     """Cover a fraction in OCCLUSION_RANGE of the person's pixels with an object entering from the
     bottom (car, bench, bush) or a side (pole, tree, wall); returns the occluder mask (H, W) bool.
 
@@ -333,14 +344,14 @@ def _occlude(c: Canvas, person: np.ndarray, rng: np.random.Generator) -> np.ndar
             covered = np.cumsum(counts[::-1])[::-1] / total  # columns >= x
             cut = _best_cut(covered, target)
             region = np.broadcast_to(cut <= c.X, person.shape)
-    colour = np.asarray(list(PALETTE.values())[int(rng.integers(len(PALETTE)))], np.float32)
+    colour = np.asarray(_PALETTE_RGB[int(rng.integers(len(PALETTE)))], np.float32)
     texture = smooth_noise(rng, c.height, c.width, (8, 4), 1) * 25.0
     look = np.broadcast_to(colour, c.rgb.shape) + texture
     if kind == "bottom":  # a darker band (windows / slats) below the top edge
-        band = (cut + 3 < c.Y) & (cut + 8 > c.Y)
+        band = (cut + 3 * px < c.Y) & (cut + 8 * px > c.Y)
         look = np.where(band[..., None], look * 0.6, look)
     else:  # bark / panel lines
-        look = np.where(((c.X / rng.uniform(3, 6)) % 1.0 < 0.2)[..., None], look * 0.75, look)
+        look = np.where(((c.X / (rng.uniform(3, 6) * px)) % 1.0 < 0.2)[..., None], look * 0.75, look)
     c.rgb[:] = np.where(region[..., None], look, c.rgb)
     return np.array(region)
 
@@ -352,7 +363,7 @@ def _best_cut(covered: np.ndarray, target: float) -> int:
     return int(np.argmin(distance))
 
 
-def _camera(rgb: np.ndarray, camera: Camera, rng: np.random.Generator) -> np.ndarray:
+def _camera(rgb: np.ndarray, camera: Camera, rng: np.random.Generator, px: float) -> np.ndarray:
     """Colour cast, contrast, brightness and per-image illumination; then blur and sensor noise."""
     light = rng.uniform(0.88, 1.12)
     out = (
@@ -360,9 +371,16 @@ def _camera(rgb: np.ndarray, camera: Camera, rng: np.random.Generator) -> np.nda
         + 128.0
         + camera.brightness
     )
-    image = np.clip(out, 0, 255).astype(np.uint8)
+    image = _to_uint8(out)
     blur = camera.blur + rng.uniform(0.0, 0.4)
     if blur > 0.25:
-        image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(blur)))
+        image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(blur * px)))
     noisy = image.astype(np.float32) + rng.normal(0.0, camera.noise, image.shape).astype(np.float32)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    return _to_uint8(noisy)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """np.clip(values, 0, 255).astype(uint8), clipping in place (same bytes, no wrapper overhead)."""
+    np.maximum(values, 0.0, out=values)
+    np.minimum(values, 255.0, out=values)
+    return values.astype(np.uint8)
