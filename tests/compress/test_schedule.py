@@ -68,7 +68,7 @@ def test_sixty_head_rounds_keep_the_plan_linear_and_fast(monkeypatch, tmp_path) 
         ("token-amg", {"mode", "depth_discount", "selection", "seed", "min_keep", "stochastic"}),
         ("token-tome", {"r", "prop_attn", "stochastic"}),
         ("head-entropy", {"depth_weight", "stochastic"}),
-        ("filter-hfp", {"scope", "k", "max_layer_rate", "rank_1x1", "efficient"}),
+        ("filter-hfp", {"scope", "k", "max_layer_rate", "rank_1x1", "efficient", "backend"}),
         (
             "filter-bafd",
             {
@@ -81,6 +81,7 @@ def test_sixty_head_rounds_keep_the_plan_linear_and_fast(monkeypatch, tmp_path) 
                 "at_start",
                 "hold_zeros",
                 "mask_bn",
+                "input_size",
             },
         ),
     ],
