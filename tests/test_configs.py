@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import inspect
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,8 @@ import torch
 
 from reidprune.compress.filters import filter_pruning_callback, prune_filters
 from reidprune.compress.heads import prune_heads, split_rounds
-from reidprune.compress.schedule import check_prune_config, split_method
-from reidprune.compress.tokens import METHOD_OPTIONS, prune_tokens
+from reidprune.compress.schedule import check_prune_config, method_options, split_method
+from reidprune.compress.tokens import prune_tokens
 from reidprune.config import ExperimentConfig, load_config
 from reidprune.data.formats import FORMATS
 from reidprune.data.images import INTERPOLATIONS
@@ -57,23 +56,6 @@ PRUNE_CONFIGS = [p for p in ALL_CONFIGS if _load(p).prune.method != "none"]
 
 # Training identities (re-ID) or classes of the real data sets: what `build_model` passes as num_classes.
 NUM_CLASSES = {"market1501": 751, "dukemtmc": 702, "occluded_duke": 702, "msmt17": 1041, "imagefolder": 1000}
-
-# Arguments the prune schedule passes itself, or that are objects rather than YAML values.
-SCHEDULE_ARGS = {"data", "max_batches", "device", "seed", "statistic", "loss_fn", "teacher", "check_size"}
-
-
-def _keyword_only(fn: Any) -> set[str]:
-    return {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
-
-
-def accepted_options(method: str) -> set[str]:
-    """Keys that `prune.options` may hold for `method`: what the method takes besides the schedule's arguments."""
-    family, name = split_method(method)
-    if family == "token":
-        return set(METHOD_OPTIONS[name]) | (_keyword_only(prune_tokens) - SCHEDULE_ARGS)
-    if family == "head":
-        return _keyword_only(prune_heads) - SCHEDULE_ARGS
-    return _keyword_only(prune_filters if name == "hfp" else filter_pruning_callback) - SCHEDULE_ARGS
 
 
 def _arch(cfg: ExperimentConfig, img_size: list[int] | None = None) -> Any:
@@ -126,7 +108,7 @@ def test_output_dirs_are_unique() -> None:
 @pytest.mark.parametrize("path", PRUNE_CONFIGS, ids=_rel)
 def test_prune_options_are_keys_the_method_takes(path: Path) -> None:
     cfg = _load(path)
-    unknown = set(cfg.prune.options) - accepted_options(cfg.prune.method)
+    unknown = set(cfg.prune.options) - method_options(cfg.prune.method)
     assert not unknown, f"{cfg.prune.method} does not take {sorted(unknown)}"
 
 

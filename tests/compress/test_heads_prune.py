@@ -187,7 +187,7 @@ def test_heads_after_tokens_keep_the_token_spec_and_the_plan_history() -> None:
     pruned, plan = prune_heads(reduced, "magnitude", num_remove=2)
     assert pruned.arch.tokens == reduced.arch.tokens is not None
     assert pruned.arch.num_heads == [3, 2, 2]
-    assert plan.previous == [token_plan.to_dict()]
+    assert plan.previous == [token_plan.step()]
     x = images(reduced).double()
     torch.testing.assert_close(pruned(x).embedding, reduced(x).embedding, atol=1e-6, rtol=0)
 

@@ -43,7 +43,8 @@ def prune_command(
     metrics.json and the fine-tuning logs of every round to output_dir; with --save-masked also
     masked/, the full-size model with the removed filters set to zero (the BAFD seed's form). An
     output_dir that holds another run is refused unless --overwrite is given; other files in it are
-    left alone.
+    left alone. prune.options must be options of the chosen method (a config's options are refused
+    after --method picks another one). Runs in one process: refused under torchrun.
     """
     from reidprune.compress.experiment import prune_experiment
     from reidprune.config import load_config
@@ -60,6 +61,8 @@ def prune_command(
     cfg = load_config(config, extra)
     ensure_writable(cfg.output_dir, directory=True, option="output_dir")
     summary = prune_experiment(cfg, overwrite=overwrite)
+    # attention ("MSA") parameters, the column AMG's tables report; a CNN has none
+    attention = any(summary[which].get("attn_params") for which in ("unpruned", "pruned"))
     rows = []
     for which in ("unpruned", "pruned"):
         entry = summary[which]
@@ -68,6 +71,7 @@ def prune_command(
             {
                 "model": which,
                 "params (M)": entry["params"] / 1e6,
+                **({"MSA params (M)": entry["attn_params"] / 1e6} if attention else {}),
                 "GMACs": entry["gmacs"],
                 **{k: v for k, v in test.items() if not k.startswith("num_")},
             }

@@ -9,6 +9,7 @@ output_dir/{config.yaml, model/, metrics.json, round*/, final/} (+ masked/ with 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ def load_trained(cfg: ExperimentConfig, weights: str, num_classes: int) -> Any:
     return model
 
 
+def _refuse_distributed() -> None:
+    """Every torchrun rank would run the whole job into the same output_dir: refuse before any work."""
+    world = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    if world != "1":
+        raise CompressionError(
+            f"reidprune prune runs in one process, but WORLD_SIZE={world} (torchrun?): distributed "
+            "prune jobs do not exist yet, so every rank would run the whole job into one output_dir; "
+            "run it without torchrun (one device)"
+        )
+
+
 def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, Any]:
     """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content.
 
@@ -65,6 +77,7 @@ def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str
     """
     from reidprune.train.config import check_train_config
 
+    _refuse_distributed()
     family, _ = check_prune_config(cfg.prune)
     check_train_config(cfg.train)  # the fine-tuning settings, before any data or model is loaded
     if cfg.prune.save_masked and family != "filter":

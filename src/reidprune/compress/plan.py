@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from reidprune.errors import CheckpointError
@@ -16,7 +16,9 @@ class CompressionPlan:
     rate: the fraction removed that was asked for.
     details: JSON-able per-layer decisions (heads kept per block, tokens kept per block, kept
       filter indices per conv, ...) and, where cheap, the scores behind them.
-    previous: the plans of earlier steps in a cascade (token after head, ...), oldest first.
+    previous: the earlier steps of a cascade or of an iterative schedule (token after head, head
+      round 3 after rounds 1 and 2, ...), oldest first, each a flat {"method", "rate", "details"}
+      dict: the history grows by one entry per step, never nests.
     """
 
     method: str
@@ -24,8 +26,12 @@ class CompressionPlan:
     details: dict[str, Any] = field(default_factory=dict)
     previous: list[dict[str, Any]] = field(default_factory=list)
 
+    def step(self) -> dict[str, Any]:
+        """This step alone, without its history: what a later step keeps in its `previous`."""
+        return {"method": self.method, "rate": self.rate, "details": self.details}
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**self.step(), "previous": [dict(entry) for entry in self.previous]}
 
     @classmethod
     def from_dict(cls, values: Any, where: str = "compression plan") -> CompressionPlan:
@@ -43,11 +49,25 @@ class CompressionPlan:
                 raise CheckpointError(f"{where}: key '{key}': expected {_KIND_NAMES[kind]}, got {value!r}")
         if not all(isinstance(step, dict) for step in values.get("previous", [])):
             raise CheckpointError(f"{where}: key 'previous': expected a list of plan objects")
-        return cls(**values)
+        # older files nest each history entry's own history: read it flat
+        return cls(**flat_plan(values))
 
     def then(self, method: str, rate: float, details: dict[str, Any]) -> CompressionPlan:
         """The plan after a further step, keeping this one as history."""
-        return CompressionPlan(method, rate, details, [*self.previous, self.to_dict()])
+        return CompressionPlan(method, rate, details, [*self.previous, self.step()])
+
+
+def flat_plan(values: dict[str, Any]) -> dict[str, Any]:
+    """A plan dict with a flat history, also for model.json files written before the fix.
+
+    Those stored every history entry with its own `previous` inside (so the file doubled per
+    round). Their top-level `previous` already lists every earlier step in order, each nested
+    `previous` only repeats a prefix of it, so dropping the nested lists loses nothing."""
+    previous = values.get("previous") or []
+    return {
+        **values,
+        "previous": [{k: v for k, v in entry.items() if k != "previous"} for entry in previous],
+    }
 
 
 # key: (accepted types, required)

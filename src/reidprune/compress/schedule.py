@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,16 +48,62 @@ def split_method(method: str) -> tuple[str, str]:
     """'token-amg' -> ('token', 'amg'); raises CompressionError for anything else."""
     family, _, name = method.partition("-")
     if family not in FAMILIES or not name:
-        raise CompressionError(
-            f"prune.method='{method}': expected token-amg|token-topk|token-pm|token-tome, "
-            "head-entropy|head-magnitude|head-random or filter-hfp|filter-sfp|filter-fpgm|filter-bafd"
-        )
+        raise _unknown_method(method)
     return family, name
 
 
+def _unknown_method(method: str) -> CompressionError:
+    return CompressionError(
+        f"prune.method='{method}': expected token-amg|token-topk|token-pm|token-tome, "
+        "head-entropy|head-magnitude|head-random or filter-hfp|filter-sfp|filter-fpgm|filter-bafd"
+    )
+
+
+# Arguments the schedule passes to the methods itself, or that are objects rather than YAML values:
+# never keys of prune.options.
+SCHEDULE_ARGS = frozenset(
+    {"data", "max_batches", "device", "seed", "statistic", "loss_fn", "teacher", "check_size"}
+)
+
+
+def _keyword_only(fn: Any) -> set[str]:
+    return {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def method_options(method: str) -> set[str]:
+    """The keys `prune.options` may hold for `method` ("token-amg", "head-entropy", ...): what the
+    function the schedule calls takes besides the arguments the schedule passes itself. Raises
+    CompressionError for a method that does not exist."""
+    family, name = split_method(method)
+    if family == "token":
+        from reidprune.compress.tokens import METHOD_OPTIONS, prune_tokens
+
+        if name in METHOD_OPTIONS:  # amg's `seed` is its own: the schedule passes no seed to tokens
+            return (_keyword_only(prune_tokens) - SCHEDULE_ARGS) | set(METHOD_OPTIONS[name])
+    elif family == "head":
+        from reidprune.compress.heads.prune import METHODS, prune_heads
+
+        if name in METHODS:
+            return _keyword_only(prune_heads) - SCHEDULE_ARGS
+    else:
+        from reidprune.compress.filters.api import METHODS, filter_pruning_callback, prune_filters
+
+        if name in METHODS:
+            return _keyword_only(prune_filters if name == "hfp" else filter_pruning_callback) - SCHEDULE_ARGS
+    raise _unknown_method(method)
+
+
 def check_prune_config(cfg: PruneConfig) -> tuple[str, str]:
-    """Validate the schedule before any work is done."""
+    """Validate the schedule before any work is done: method, rate, rounds, epochs and options."""
     family, name = split_method(cfg.method)
+    accepted = method_options(cfg.method)
+    for key in cfg.options:
+        if key not in accepted:
+            raise CompressionError(
+                f"prune.options.{key} is not an option of {cfg.method}; it accepts "
+                f"{', '.join(sorted(accepted)) or 'no options'} (options written for another method "
+                "must be removed when prune.method changes)"
+            )
     if not 0.0 <= cfg.rate < 1.0:
         raise CompressionError(f"prune.rate={cfg.rate}: expected a fraction removed in [0, 1)")
     if cfg.rounds < 1:
@@ -109,8 +157,13 @@ def _finetune(
     device: Any,
     callbacks: tuple[Any, ...] = (),
     select_best: bool = False,
+    keep_files: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """`fit` for `epochs` with a fresh optimiser; returns (model, stage record)."""
+    """`fit` for `epochs` with a fresh optimiser; returns (model, stage record).
+
+    keep_files=False removes the stage's resume checkpoint and best model once it is done (its log
+    stays): a prune job never resumes a finished round, and with one ViT-B checkpoint (weights +
+    optimiser, about 1 GB) per round a 57-round schedule would otherwise fill a disk."""
     from reidprune import models
     from reidprune.train import fit
 
@@ -142,6 +195,14 @@ def _finetune(
         record["selected"] = f"best epoch {result.best_epoch} by validation {result.metric_name}"
     else:
         record["selected"] = "last epoch"
+    if not keep_files:
+        if result.checkpoint is not None:
+            Path(result.checkpoint).unlink(missing_ok=True)
+        best = Path(result.best_path) if result.best_path is not None else None
+        if best is not None and best.is_dir():
+            shutil.rmtree(best)
+        elif best is not None:
+            best.unlink(missing_ok=True)
     return trained, record
 
 
@@ -199,6 +260,7 @@ def _vit_schedule(
                 output_dir / f"round{index + 1}",
                 teacher,
                 device,
+                keep_files=False,
             )
             stage.update(record)
         stages.append(stage)

@@ -222,8 +222,11 @@ def _section(
 ) -> RunSection:
     section = RunSection(run)
     if run.plan:
-        section.plan_summary = _plan_summary(run.plan)
-        section.plan_json = json.dumps(run.plan, indent=1, default=str)
+        from reidprune.compress.plan import flat_plan
+
+        plan = flat_plan(run.plan)  # older model.json files nest the history in every entry
+        section.plan_summary = _plan_summary(plan)
+        section.plan_json = json.dumps(plan, indent=1, default=str)
     if run.main.model_dir is None:
         section.retrieval_note = section.tokens_note = "the run's model is not saved; nothing to draw"
         return section
