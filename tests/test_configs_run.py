@@ -17,13 +17,12 @@ import pytest
 from reidprune.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# the flagship 24-round head recipe (after its baseline) and one filter recipe in MSMT17's layout; the
+# other 37 run in `python benchmarks/run_configs.py` (benchmarks/results/run_configs.json), which
+# would take the suite's whole time budget
 CHEAP = [
     "amg_la/la_tiny_occluded_duke_head67.yaml",  # 24 head rounds, after its baseline
-    "amg_la/la_tiny_occluded_duke_token40.yaml",
-    "bafd/hfp_resnet18_market.yaml",
-    "bafd/fpgm_resnet18_duke.yaml",
     "bafd/bafd_resnet18_msmt17.yaml",
-    "pm_vit/pm_deit_tiny_keep60.yaml",
 ]
 
 
