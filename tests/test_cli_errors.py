@@ -189,9 +189,10 @@ def test_a_full_disk_is_one_line_naming_the_file(runner, tmp_path, monkeypatch) 
     target = tmp_path / "out.json"
 
     def full(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file name
 
     monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(Path, "write_bytes", full)  # the atomic writer's temporary file
     result = runner.invoke(app, ["measure", "vit_tiny_reid", "--no-speed", "--json", str(target)])
     _one_line_error(result, f"{target}: No space left on device")
 

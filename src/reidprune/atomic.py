@@ -109,6 +109,11 @@ def temporary_file(target: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         _fsync_file(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
+    except OSError as err:
+        # a write() that fails (full disk) names no file, or our hidden temporary: name the target
+        if err.errno is not None and err.filename in (None, str(tmp)):
+            raise OSError(err.errno, err.strerror, str(target)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(target.parent)
