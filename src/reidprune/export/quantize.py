@@ -32,10 +32,7 @@ def quantize_int8(
     The reidprune metadata of `src` (architecture, signature) is carried over, so `OnnxModel(dst)`
     works as for `src`. Returns {"path", "bytes", "fp32_bytes", "per_channel", "integer_ops": {op: count}}.
     """
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from reidprune.export.onnx import write_metadata
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -57,10 +54,8 @@ def quantize_int8(
                 raise ExportError(
                     f"{src}: dynamic INT8 quantisation failed: {type(err).__name__}: {err}"
                 ) from None
-            source_proto = onnx.load(str(src), load_external_data=False)
-            write_metadata(written, {p.key: p.value for p in source_proto.metadata_props})
-    nodes = onnx.load(str(dst), load_external_data=False).graph.node
-    ops = collections.Counter(n.op_type for n in nodes if n.op_type in INTEGER_OPS)
+            carry_metadata(src, written)
+    ops = count_ops(dst, INTEGER_OPS)
     return {
         "path": str(dst),
         "bytes": dst.stat().st_size,
@@ -69,8 +64,27 @@ def quantize_int8(
         "preprocessed": prepared,
         "weight_type": "int8",
         "activations": "uint8, dynamic per tensor",
-        "integer_ops": dict(sorted(ops.items())),
+        "integer_ops": ops,
     }
+
+
+def carry_metadata(src: Path, dst: Path) -> None:
+    """Copy the reidprune metadata (architecture, signature) of the fp32 graph `src` onto the quantised
+    graph `dst`, so that `OnnxModel(dst)` works as for `src`."""
+    import onnx
+
+    from reidprune.export.onnx import write_metadata
+
+    source = onnx.load(str(src), load_external_data=False)
+    write_metadata(dst, {p.key: p.value for p in source.metadata_props})
+
+
+def count_ops(path: Path, op_types: tuple[str, ...]) -> dict[str, int]:
+    """How many nodes of each of `op_types` the graph at `path` holds, sorted by op type."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    return dict(sorted(collections.Counter(n.op_type for n in nodes if n.op_type in op_types).items()))
 
 
 def _prepare(src: Path, out: Path) -> tuple[Path, bool]:

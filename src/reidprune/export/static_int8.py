@@ -19,7 +19,6 @@ transforms (resize + normalise, no augmentation): the deployed model sees images
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from reidprune.export.errors import ExportError
-from reidprune.export.quantize import _prepare, _quiet
+from reidprune.export.quantize import _prepare, _quiet, carry_metadata, count_ops
 from reidprune.export.wrapper import CAMIDS, IMAGES
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -122,11 +121,8 @@ def quantize_static_int8(
     The reidprune metadata of `src` is carried over. Returns {"path", "bytes", "fp32_bytes",
     "per_channel", "method", "calibration_images", "qdq_nodes": {op: count}, ...}.
     """
-    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
-
-    from reidprune.export.onnx import write_metadata
 
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"calibration method '{method}': expected one of {', '.join(CALIBRATION_METHODS)}")
@@ -168,10 +164,8 @@ def quantize_static_int8(
                 f"{src}: static INT8 quantisation failed: {type(err).__name__}: {err}"
             ) from None
     images = getattr(reader, "images", None)
-    source_proto = onnx.load(str(src), load_external_data=False)
-    write_metadata(dst, {p.key: p.value for p in source_proto.metadata_props})
-    nodes = onnx.load(str(dst), load_external_data=False).graph.node
-    ops = collections.Counter(n.op_type for n in nodes if n.op_type in QDQ_OPS)
+    carry_metadata(src, dst)
+    ops = count_ops(dst, QDQ_OPS)
     return {
         "path": str(dst),
         "bytes": dst.stat().st_size,
@@ -183,5 +177,5 @@ def quantize_static_int8(
         "weight_type": "int8, symmetric" + (", per channel" if per_channel else ", per tensor"),
         "activations": f"{activations}, static per tensor",
         "op_types": list(op_types),
-        "qdq_nodes": dict(sorted(ops.items())),
+        "qdq_nodes": ops,
     }
