@@ -144,3 +144,19 @@ def test_bad_rates_and_methods_are_refused():
         prune_filters(model, "l1", rate=0.5)
     with pytest.raises(CompressionError, match="max_layer_rate"):
         prune_filters(model, "bafd", rate=0.5, max_layer_rate=1.0)
+
+
+def test_filter_methods_accept_the_config_spelling_with_prefix():
+    """`prune_filters(m, "filter-hfp")` is `prune_filters(m, "hfp")`, as prune_tokens / prune_heads."""
+    from reidprune.compress.filters import filter_pruning_callback
+
+    torch.manual_seed(0)
+    model = tiny_resnet()
+    plain, plain_plan = prune_filters(model, "hfp", rate=0.5)
+    prefixed, prefixed_plan = prune_filters(model, "filter-hfp", rate=0.5)
+    assert prefixed_plan.to_dict() == plain_plan.to_dict()
+    for a, b in zip(plain.state_dict().values(), prefixed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert filter_pruning_callback(model, "filter-bafd", rate=0.5).method == "bafd"
+    with pytest.raises(CompressionError, match="'filter-l1'"):
+        prune_filters(model, "filter-l1")

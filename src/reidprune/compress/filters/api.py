@@ -33,6 +33,15 @@ from reidprune.errors import CompressionError
 from reidprune.models.resnet import ResNet
 
 METHODS = ("hfp", "sfp", "fpgm", "bafd")
+PREFIX = "filter-"  # the spelling of PruneConfig.method and of plans ("filter-bafd")
+
+
+def method_name(method: str) -> str:
+    """ "bafd" for "bafd" or "filter-bafd", as prune_tokens / prune_heads accept their prefixes."""
+    name = method.removeprefix(PREFIX) if isinstance(method, str) else method
+    if name not in METHODS:
+        raise CompressionError(f"filter pruning method '{method}': expected one of {list(METHODS)}")
+    return name
 
 
 def _check(method: str, rate: float, k: int, max_layer_rate: float, scope: str) -> None:
@@ -154,7 +163,8 @@ def prune_filters(
 ) -> tuple[nn.Module, CompressionPlan]:
     """One-shot filter pruning: select on the current weights, zero, extract the smaller model.
 
-    method: "hfp" (smallest L1, Li et al.; the BAFD repo's HFP baseline) or, applied once,
+    method (also spelt "filter-hfp", ... as in PruneConfig.method):
+      "hfp" (smallest L1, Li et al.; the BAFD repo's HFP baseline) or, applied once,
       "sfp" (smallest L2), "fpgm" (smallest summed distance) or "bafd" (ranked per-layer rates,
       greedy kNN selection).
     rate: fraction of filters REMOVED, in [0, 1).
@@ -168,6 +178,7 @@ def prune_filters(
     The input model is not changed. Returns (small_model, plan); the plan lists the kept filter
     indices of every pruned conv and the per-layer rates.
     """
+    method = method_name(method)
     _check(method, rate, k, max_layer_rate, scope)
     if _use_graph(model, backend, scope):
         return _prune_graph(model, method, rate, k, max_layer_rate, rank_1x1, efficient, check_size)
@@ -218,6 +229,7 @@ def filter_pruning_callback(
     group (a depthwise conv's BN), so the extracted model equals that fully masked one, which can
     differ slightly from the last training-time masked model.
     """
+    method = method_name(method)
     _check(method, rate, k, max_layer_rate, scope)
     if method == "hfp":
         raise CompressionError("hfp prunes once before training: use prune_filters(model, 'hfp', rate)")
