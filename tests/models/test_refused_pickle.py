@@ -7,7 +7,7 @@ import torch
 
 from reidprune.models import create, load_checkpoint
 from reidprune.models.checkpoint_io import CheckpointError
-from reidprune.train.checkpoint import load_checkpoint as load_training_checkpoint
+from reidprune.train.checkpoint import load_resume_state as load_training_checkpoint
 
 
 class TrainingArgs:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from train_helpers import pk_loaders, tiny_model
 
-import reidprune.train.engine as engine_module
+import reidprune.train.step as step_module
 from reidprune.errors import TrainingError
 from reidprune.models import create
 from reidprune.train import fit
@@ -40,13 +40,13 @@ def test_a_mixup_step_trains_on_the_images_and_targets_of_timms_mixup(tmp_path: 
     model.register_forward_pre_hook(
         lambda _, args: seen.append((args[0].clone(), None)) if model.training else None
     )
-    compute = engine_module.compute_losses
+    compute = step_module.compute_losses
 
     def record(output, labels, config, teacher=None):
         seen[-1] = (seen[-1][0], labels.clone())
         return compute(output, labels, config, teacher)
 
-    monkeypatch.setattr(engine_module, "compute_losses", record)
+    monkeypatch.setattr(step_module, "compute_losses", record)
     fit(model, pk_loaders(), cfg(max_steps_per_epoch=1, **MIX), tmp_path, seed=3)
 
     batch = first_batch()

@@ -13,7 +13,7 @@ from train_helpers import pk_loaders, shuffle_loaders, tiny_model
 
 from reidprune.models.checkpoint_io import CheckpointError
 from reidprune.train import BaseCallback, fit
-from reidprune.train.checkpoint import load_checkpoint
+from reidprune.train.checkpoint import load_resume_state
 from reidprune.train.config import TrainConfig
 from reidprune.train.log import read_log
 
@@ -80,7 +80,7 @@ def test_killed_run_resumes_bit_for_bit(tmp_path: Path, loaders_fn, kill_at: int
     reference, _ = _run(tmp_path / "ref", loaders_fn)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "killed", loaders_fn, kill_at=kill_at)
-    saved = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    saved = load_resume_state(tmp_path / "killed" / "checkpoints" / "last.pt")
     assert saved["step"] == kill_at - 1  # checkpoints every 2 steps
     resumed, killer = _run(tmp_path / "killed", loaders_fn, resume=True)
     assert resumed.steps == reference.steps == 9

@@ -14,16 +14,6 @@ SPLITS = ("test", "val")
 EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
 
 
-def resolve_device(name: str) -> Any:
-    import torch
-
-    from reidprune.config import check_device
-
-    if check_device(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def load_model(
     model: str, weights: Path | None, cfg: Any, device: Any, num_classes: int | None = None
 ) -> Any:
@@ -122,6 +112,7 @@ def eval_command(
     from reidprune.errors import DataError
     from reidprune.evaluate import evaluate_classification, evaluate_reid
     from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.train.distributed import resolve_device
 
     if which_epoch is not None:
         from reidprune.train.snapshots import choose_snapshot

@@ -75,10 +75,10 @@ def measure_command(
     """
     import torch
 
-    from reidprune.cli.eval import resolve_device
     from reidprune.config import ConfigError
     from reidprune.evaluate.forward import input_size_for
     from reidprune.measure import benchmark_speed, count_gmacs, count_params
+    from reidprune.train.distributed import resolve_device
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")

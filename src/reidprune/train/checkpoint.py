@@ -10,12 +10,17 @@ state and the best validation result so far.
 Writes go to a temporary file that is flushed, fsync'ed and renamed over the target, so a run
 killed while saving leaves the previous checkpoint intact; a leftover temporary file is ignored
 and overwritten by the next save.
+
+`save_resume_state` / `load_resume_state` read and write the file; what goes into it is
+`train/resume.py`'s job. Not to be confused with `reidprune.models.load_checkpoint(model, path)`,
+which loads weights into a model.
 """
 
 from __future__ import annotations
 
 import pickle
 import random
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,7 +58,7 @@ def check_plain(obj: Any, where: str) -> None:
     )
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+def save_resume_state(state: dict[str, Any], path: str | Path) -> Path:
     """Write `state` atomically to `path` (temp file + fsync + os.replace)."""
     path = Path(path)
     check_plain(state, "checkpoint")
@@ -63,8 +68,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint` with `weights_only=True`."""
+def load_resume_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_resume_state` with `weights_only=True`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training checkpoint not found: {path}")
@@ -86,6 +91,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"({FORMAT_VERSION})"
         )
     return state
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Deprecated (removed in the next release): `save_resume_state`."""
+    warnings.warn(
+        "reidprune.train.checkpoint.save_checkpoint is deprecated; use save_resume_state",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return save_resume_state(state, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Deprecated (removed in the next release): `load_resume_state`. The name clashed with
+    `reidprune.models.load_checkpoint(model, path)`, which loads weights into a model."""
+    warnings.warn(
+        "reidprune.train.checkpoint.load_checkpoint is deprecated; use load_resume_state",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return load_resume_state(path, map_location)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, NumPy and Python `random` (a fresh run; a resumed one restores `rng_state`)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from reidprune.config import check_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -54,11 +56,15 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return dist_info()
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """ "auto"/None: this process's GPU (LOCAL_RANK under torchrun) when CUDA is present, else the CPU."""
+def resolve_device(device: str | torch.device | None = "auto", key: str = "device") -> torch.device:
+    """The torch.device for a configured device: the one place `train`, `eval` and `measure` turn names into devices.
+
+    "auto"/None: this process's GPU (LOCAL_RANK under torchrun, else GPU 0) when CUDA is present,
+    else the CPU. Any other name must be cpu, cuda, cuda:N or mps (ConfigError naming `key`).
+    """
     if isinstance(device, torch.device):
         return device
-    if device in (None, "auto"):
+    if device is None or check_device(device, key) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")

@@ -1,9 +1,11 @@
-"""What a training run tells its user: JSON-lines records and a rich progress bar (rank 0 only)."""
+"""What a training run tells its user: JSON-lines records, the loss means they report, and a rich
+progress bar (rank 0 only)."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,52 @@ class JsonlLog:
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     """All records of a JSON-lines log."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class LossMeter:
+    """Means of the loss terms over the log window (one "step" record) and over the epoch.
+
+    The epoch sums go into checkpoints (`state_dict`), so that the mean of a resumed epoch still
+    counts the batches trained before the interruption; the window starts afresh.
+    """
+
+    def __init__(self) -> None:
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_count = 0
+        self.start_window()
+
+    def start_window(self) -> None:
+        self._window: dict[str, float] = {}
+        self._steps, self._images, self._start = 0, 0, time.perf_counter()
+
+    def add(self, values: dict[str, float], images: int) -> None:
+        """One step's loss terms and the images it trained on (over all ranks)."""
+        for name, value in values.items():
+            self._window[name] = self._window.get(name, 0.0) + value
+            self.epoch_sums[name] = self.epoch_sums.get(name, 0.0) + value
+        self.epoch_count += 1
+        self._steps += 1
+        self._images += images
+
+    def take_window(self) -> dict[str, float]:
+        """images_per_s and each term's mean since the last call; starts the next window."""
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        record = {"images_per_s": self._images / elapsed}
+        record.update({k: v / self._steps for k, v in self._window.items()})
+        self.start_window()
+        return record
+
+    def epoch_means(self) -> dict[str, float]:
+        return {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+
+    def end_epoch(self) -> None:
+        self.epoch_sums, self.epoch_count = {}, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_sums": dict(self.epoch_sums), "epoch_count": self.epoch_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch_sums, self.epoch_count = dict(state["epoch_sums"]), state["epoch_count"]
 
 
 class TrainProgress:

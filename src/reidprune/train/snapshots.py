@@ -1,4 +1,4 @@
-"""Which saved model of a run to use: `reidprune eval RUN_DIR --which-epoch k | last | best`.
+"""The models a run saves, and which one to use: `reidprune eval RUN_DIR --which-epoch k | last | best`.
 
 The counterpart of the BAFD seed's `--which_epoch` (net_{k}.pth / net_last.pth). A run folder holds
     epoch_{k}/  the model after k epochs (train.save_every = N keeps every N-th)
@@ -6,18 +6,47 @@ The counterpart of the BAFD seed's `--which_epoch` (net_{k}.pth / net_last.pth).
     final/      the model at the end of `reidprune train` (model/ for `reidprune prune`)
 Prune jobs train in stage folders (soft/, final/, round*/), so epoch_{k}/ is also looked for one
 level down; an epoch found in more than one stage must be asked for through its stage folder.
+A model without an `.arch` (not built by the registry) keeps only its best weights, as best.safetensors.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+from safetensors.torch import save_file
+from torch import nn
+
+from reidprune.atomic import temporary_file
 from reidprune.errors import CheckpointError, ConfigError
-from reidprune.models.serialization import is_model_dir
+from reidprune.models.serialization import is_model_dir, save
 
 SNAPSHOT = re.compile(r"^epoch_(\d+)$")
 LAST_DIRS = ("final", "model")  # `reidprune train`, `reidprune prune`
+BEST_DIR = "best"
+BEST_WEIGHTS = "best.safetensors"
+
+
+def best_path(model: nn.Module, run_dir: str | Path) -> Path:
+    """Where `save_best` writes `model`'s best form in run_dir."""
+    return Path(run_dir) / (BEST_DIR if getattr(model, "arch", None) is not None else BEST_WEIGHTS)
+
+
+def save_best(model: nn.Module, run_dir: str | Path, metadata: dict[str, Any]) -> Path:
+    """The model as best/ (a reidprune model folder), or its weights as best.safetensors without an arch."""
+    target = best_path(model, run_dir)
+    if getattr(model, "arch", None) is not None:
+        return save(model, target, metadata=metadata)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with temporary_file(target) as tmp:
+        save_file(tensors, str(tmp))
+    return target
+
+
+def save_epoch(model: nn.Module, run_dir: str | Path, epochs: int) -> Path:
+    """The model after `epochs` epochs as run_dir/epoch_{epochs}/ (train.save_every)."""
+    return save(model, Path(run_dir) / f"epoch_{epochs}", metadata={"epochs": epochs})
 
 
 def snapshots(run_dir: str | Path) -> dict[int, list[Path]]:

@@ -5,16 +5,80 @@ validation loaders are sharded (their sampler has a `world_size` > 1, like reidp
 `ShardSampler`), every rank embeds its shard, the features are gathered and put back in dataset
 order on rank 0, which ranks them; otherwise rank 0 evaluates the whole split alone. Either way
 every rank receives the same metrics. Metrics are in percent.
+
+`validate(model, loaders, cfg, eval_cfg)` picks the kind from the loaders (`val_query` +
+`val_gallery`: re-ID; `val`: classification) and checks that `train.select_metric` is among the results.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from reidprune.errors import TrainingError
+from reidprune.train.config import TrainConfig
 from reidprune.train.distributed import all_gather_objects, broadcast_object, dist_info
+
+
+def loader_of(loaders: Any, name: str) -> Any:
+    """loaders.name or loaders[name]; None when absent."""
+    if isinstance(loaders, Mapping):
+        return loaders.get(name)
+    return getattr(loaders, name, None)
+
+
+def validation_kind(loaders: Any) -> str | None:
+    """ "reid", "classification", or None without validation loaders."""
+    if loader_of(loaders, "val_query") is not None and loader_of(loaders, "val_gallery") is not None:
+        return "reid"
+    if loader_of(loaders, "val") is not None:
+        return "classification"
+    return None
+
+
+def metric_name(loaders: Any, cfg: TrainConfig) -> str | None:
+    """The metric that selects the best epoch: train.select_metric, or mAP / top1 for "auto"."""
+    kind = validation_kind(loaders)
+    if kind is None:
+        return None
+    if cfg.select_metric != "auto":
+        return cfg.select_metric
+    return "mAP" if kind == "reid" else "top1"
+
+
+def validate(model: nn.Module, loaders: Any, cfg: TrainConfig, eval_cfg: Any = None) -> dict[str, float]:
+    """Numeric metrics on the held-out validation split (percent); {} without one. Same on every rank.
+
+    The model is evaluated in eval mode and left in the mode it came in.
+    """
+    kind = validation_kind(loaders)
+    if kind is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        if kind == "reid":
+            from reidprune.evaluate.config import EvalConfig
+
+            metrics = validate_reid(
+                model,
+                loader_of(loaders, "val_query"),
+                loader_of(loaders, "val_gallery"),
+                eval_cfg or EvalConfig(),
+            )
+        else:
+            metrics = validate_classification(model, loader_of(loaders, "val"))
+    finally:
+        model.train(was_training)
+    name = metric_name(loaders, cfg)
+    if name not in metrics:
+        raise TrainingError(
+            f"train.select_metric='{name}' is not among the validation metrics {sorted(metrics)}"
+        )
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
 def is_sharded(loader: Any) -> bool:
