@@ -1,6 +1,7 @@
 """Running a module on the runtime a model will be deployed with, as a timed callable.
 
-- "onnxruntime": the module is exported to ONNX (TorchScript exporter, static shapes, opset 18) and
+- "onnxruntime": the module is exported to ONNX (TorchScript exporter, opset 18, a dynamic batch
+  axis as `export.export_onnx` writes deployed graphs: ORT plans static shapes differently) and
   run by an ONNX Runtime CPU session with `threads` intra-op threads, pool threads not spinning
   (as `reidprune bench` runs graphs);
 - "torch": PyTorch eager in its deploy form (`measure.deploy.prepare_for_inference`: BatchNorm
@@ -114,7 +115,8 @@ class Runner:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about Python values are expected
             torch.onnx.export(
-                module, inputs, str(path), dynamo=False, input_names=names, opset_version=OPSET,
+                module, inputs, str(path), dynamo=False, input_names=names, output_names=["output"],
+                dynamic_axes={n: {0: "batch"} for n in (*names, "output")}, opset_version=OPSET,
                 do_constant_folding=True,
             )  # fmt: skip
         session = create_session(path, threads=self.setting.threads, spinning=False)
