@@ -217,22 +217,22 @@ def _measure_speed(
     PyTorch), every model timed in interleaved rounds so that machine load hits them alike."""
     import torch
 
-    from reidprune.export.benchmark import interleaved_times, ort_call, torch_call
     from reidprune.measure import prepare_for_inference
+    from reidprune.measure.timing import interleaved_times, model_call
 
     threads = torch.get_num_threads()
     fns = {}
     for name, (model, _) in models.items():
         deployed = prepare_for_inference(model)
-        fns[(name, "b64")] = torch_call(deployed, 64, channels_last=True)
+        fns[(name, "b64")] = model_call(deployed, 64, channels_last=True)
         if onnx_dir is not None:
             from reidprune.export.runtime import OnnxModel
 
             # no busy-waiting pool threads: they would take the cores from the next timed call
             session = OnnxModel(onnx_dir / f"{name}.onnx", threads=threads, spinning=False)
-            fns[(name, "b1")] = ort_call(session, 1)
+            fns[(name, "b1")] = model_call(session, 1)
         else:
-            fns[(name, "b1")] = torch_call(deployed, 1, channels_last=True)
+            fns[(name, "b1")] = model_call(deployed, 1, channels_last=True)
     samples = interleaved_times(fns, min_time=min_time)
     times: dict[str, dict[str, float]] = {name: {} for name in models}
     for (name, kind), values in samples.items():

@@ -29,6 +29,7 @@ VERB_MODULES: list[str] = [
     "measure",
     "export",
     "bench",
+    "latency",
     "report",
 ]
 

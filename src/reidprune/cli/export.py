@@ -197,12 +197,12 @@ def _accuracy(
 ) -> dict[str, Any]:
     from reidprune.cli.export_variants import graph_variants
     from reidprune.export.accuracy import data_config, evaluate_variants
-    from reidprune.export.benchmark import variant_latency
+    from reidprune.measure.timing import latency_ms
 
     cfg = data_config(data, net.arch.img_size, data_format)
     variants = graph_variants(net, fp32, quantized, quantize, openvino or {})
     results = evaluate_variants(variants, cfg)
-    latency = variant_latency(variants, batch=1)
+    latency = latency_ms(variants, batch=1)
     keys = [k for k in ("mAP", "rank1", "rank5", "mINP", "top1", "top5") if k in next(iter(results.values()))]
     print_table(
         f"accuracy on {cfg.data.root} (test split, percent) and batch-1 latency (interleaved medians)",

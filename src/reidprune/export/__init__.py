@@ -37,7 +37,7 @@ _EXPORTS = {
     "OpenVinoModel": "reidprune.export.openvino",
     "convert_openvino": "reidprune.export.openvino",
     "export_openvino": "reidprune.export.openvino",
-    "interleaved_times": "reidprune.export.benchmark",
+    "interleaved_times": "reidprune.measure.timing",
 }
 
 __all__ = sorted(_EXPORTS)

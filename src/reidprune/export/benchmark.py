@@ -13,99 +13,54 @@ against PyTorch too, with the same threads, one stream and the latency hint.
 from __future__ import annotations
 
 import dataclasses
-import math
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from reidprune.evaluate.forward import forward_model, model_input_size
-from reidprune.measure.speed import cpu_name
+from reidprune.measure.timing import (
+    cpu_name,
+    interleaved_times,
+    latency_ms,
+    model_call,
+    summarize_ms,
+    torch_threads,
+)
 
-Key = TypeVar("Key", bound=Hashable)  # names of the timed callables
-
-
-def interleaved_times(
-    fns: dict[Key, Callable[[], Any]],
-    *,
-    rounds: int | None = None,
-    min_time: float = 2.0,
-    warmup: int = 2,
-    min_rounds: int = 5,
-    max_rounds: int = 200,
-) -> dict[Key, list[float]]:
-    """Seconds per call of every callable, measured in interleaved rounds.
-
-    rounds: fixed number of rounds; otherwise as many as fill about `min_time` seconds in all
-    (between min_rounds and max_rounds), estimated from the warm-up calls.
-    """
-    estimate = 0.0
-    for fn in fns.values():
-        for _ in range(max(warmup, 1)):
-            start = time.perf_counter()
-            fn()
-            last = time.perf_counter() - start
-        estimate += last
-    if rounds is None:
-        rounds = min(max_rounds, max(min_rounds, math.ceil(min_time / max(estimate, 1e-6))))
-    keys = list(fns)
-    times: dict[Key, list[float]] = {k: [] for k in keys}
-    for r in range(rounds):
-        shift = r % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            start = time.perf_counter()
-            fns[key]()
-            times[key].append(time.perf_counter() - start)
-    return times
-
-
-def summarize_ms(samples: list[float]) -> dict[str, float]:
-    """Median and 90th percentile of `samples` (seconds), in milliseconds."""
-    ordered = sorted(samples)
-    p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
-    return {"median_ms": statistics.median(ordered) * 1e3, "p90_ms": p90 * 1e3}
-
-
-def torch_call(model: nn.Module, batch: int, channels_last: bool = False) -> Callable[[], Any]:
-    """A PyTorch forward on a fixed random batch; channels_last for models prepared for inference."""
-    height, width = model_input_size(model)
-    images = torch.randn(batch, 3, height, width)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    camids = torch.zeros(batch, dtype=torch.long)
-
-    def run() -> Any:
-        with torch.inference_mode():
-            return forward_model(model, images, camids)
-
-    return run
-
+# the timing helpers live in `reidprune.measure.timing`; these names forward to them
+__all__ = [
+    "RUNTIMES",
+    "bench_models",
+    "interleaved_times",
+    "ort_call",
+    "summarize_ms",
+    "torch_call",
+    "variant_latency",
+]
 
 RUNTIMES = ("onnxruntime", "openvino")
 PREFIX = {"torch_b1": "torch", "ort_b1": "ort", "openvino_b1": "openvino"}  # timed key -> row field prefix
 
 
+def torch_call(model: nn.Module, batch: int, channels_last: bool = False) -> Callable[[], Any]:
+    """A PyTorch forward on a fixed random batch (`measure.timing.model_call`)."""
+    return model_call(model, batch, channels_last=channels_last)
+
+
 def ort_call(onnx_model: nn.Module, batch: int) -> Callable[[], Any]:
     """A forward of an exported graph (`OnnxModel`, `OpenVinoModel`) on a fixed random batch."""
-    height, width = model_input_size(onnx_model)
-    images = torch.randn(batch, 3, height, width)
-    camids = torch.zeros(batch, dtype=torch.long)
-    return lambda: onnx_model(images, camids)
+    return model_call(onnx_model, batch)
 
 
 def variant_latency(
     variants: dict[str, nn.Module], *, batch: int = 1, min_time: float = 2.0, rounds: int | None = None
 ) -> dict[str, dict[str, float]]:
     """{name: median_ms, p90_ms} of one forward at `batch` for every variant (PyTorch models and
-    exported graphs alike), timed in the same interleaved rounds."""
-    fns = {name: torch_call(model, batch) for name, model in variants.items()}
-    times = interleaved_times(fns, rounds=rounds, min_time=min_time)
-    return {name: summarize_ms(samples) for name, samples in times.items()}
+    exported graphs alike), timed in the same interleaved rounds (`measure.timing.latency_ms`)."""
+    return latency_ms(variants, batch=batch, min_time=min_time, rounds=rounds)
 
 
 def bench_models(
@@ -147,45 +102,41 @@ def bench_models(
     names = [name for name, _ in models]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique, got {names}")
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    used_threads = torch.get_num_threads()
     rows: dict[str, dict[str, Any]] = {}
     fns: dict[str, Callable[[], Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="reidprune-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="reidprune-bench-") as tmp,
+        torch_threads(threads) as used_threads,
+    ):
         folder = Path(workdir) if workdir is not None else Path(tmp)
-        try:
-            for name, model in models:
-                model = model.eval().to("cpu")
-                params, macs = count_params(model), count_gmacs(model)
-                rows[name] = {
-                    "name": name,
-                    **params,
-                    "gmacs": macs["gmacs"],
-                    "blocks_gmacs": macs["blocks_gmacs"],
-                    "input_size": macs["input_size"],
-                    "source": describe_source(model),
-                }
-                if batch_size is not None:
-                    fns[f"{name}\ttorch_batch"] = torch_call(model, batch_size)
-                fns[f"{name}\ttorch_b1"] = torch_call(model, 1)
-                if onnx:
-                    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-                    report = export_onnx(model, folder / f"{safe}.onnx", opset=opset or DEFAULT_OPSET)
-                    rows[name]["onnx_check"] = dataclasses.asdict(report.check) if report.check else None
-                    rows[name]["exporter"] = report.exporter
-                    # no busy-waiting pool threads: they would take cores from the next timed call
-                    if "onnxruntime" in runtimes:
-                        onnx_model = OnnxModel(report.path, threads=used_threads, spinning=False)
-                        fns[f"{name}\tort_b1"] = ort_call(onnx_model, 1)
-                    if "openvino" in runtimes:
-                        ir = export_openvino(model, report.path, folder / f"{safe}.xml")
-                        rows[name]["openvino_check"] = ir["check"]
-                        fns[f"{name}\topenvino_b1"] = ort_call(OpenVinoModel(ir["path"], used_threads), 1)
-            times = interleaved_times(fns, rounds=rounds, min_time=min_time)
-        finally:
-            torch.set_num_threads(old_threads)
+        for name, model in models:
+            model = model.eval().to("cpu")
+            params, macs = count_params(model), count_gmacs(model)
+            rows[name] = {
+                "name": name,
+                **params,
+                "gmacs": macs["gmacs"],
+                "blocks_gmacs": macs["blocks_gmacs"],
+                "input_size": macs["input_size"],
+                "source": describe_source(model),
+            }
+            if batch_size is not None:
+                fns[f"{name}\ttorch_batch"] = model_call(model, batch_size)
+            fns[f"{name}\ttorch_b1"] = model_call(model, 1)
+            if onnx:
+                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+                report = export_onnx(model, folder / f"{safe}.onnx", opset=opset or DEFAULT_OPSET)
+                rows[name]["onnx_check"] = dataclasses.asdict(report.check) if report.check else None
+                rows[name]["exporter"] = report.exporter
+                # no busy-waiting pool threads: they would take cores from the next timed call
+                if "onnxruntime" in runtimes:
+                    onnx_model = OnnxModel(report.path, threads=used_threads, spinning=False)
+                    fns[f"{name}\tort_b1"] = model_call(onnx_model, 1)
+                if "openvino" in runtimes:
+                    ir = export_openvino(model, report.path, folder / f"{safe}.xml")
+                    rows[name]["openvino_check"] = ir["check"]
+                    fns[f"{name}\topenvino_b1"] = model_call(OpenVinoModel(ir["path"], used_threads), 1)
+        times = interleaved_times(fns, rounds=rounds, min_time=min_time)
     for key, samples in times.items():
         name, what = key.split("\t")
         stats = summarize_ms(samples)

@@ -1,7 +1,8 @@
 """Throughput and latency of a model's forward pass, measured the way edge users need them.
 
-Protocol: eval mode, `torch.inference_mode`, a random input of fixed shape, warm-up passes first,
-device synchronisation around every timed region on CUDA. Throughput (images/s) at `batch_size`;
+Protocol (`measure.timing`): eval mode, `torch.inference_mode`, a random input of fixed shape,
+warm-up passes first, device synchronisation around every timed pass on CUDA. Throughput
+(images/s) at `batch_size` from the summed time of the timed passes;
 latency at batch 1 from individually timed passes (median and 90th percentile), because a
 deployment on an edge device usually sees one image at a time. With `deploy=True` the model is
 timed in its inference form (`measure.deploy.prepare_for_inference`: BatchNorm folded into the
@@ -11,34 +12,16 @@ convs, channels_last weights and inputs), the form an exported or deployed CNN r
 from __future__ import annotations
 
 import copy
-import math
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from reidprune.evaluate.forward import forward_model, model_device, model_dtype, model_input_size
+from reidprune.evaluate.forward import model_device, model_dtype, model_input_size
 from reidprune.measure.deploy import prepare_for_inference
+from reidprune.measure.timing import cpu_name, interleaved_times, model_call, summarize_ms, torch_threads
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def _runs(seconds_each: float, iters: int | None, min_time: float) -> int:
-    return iters if iters is not None else max(3, math.ceil(min_time / max(seconds_each, 1e-6)))
+__all__ = ["benchmark_speed", "cpu_name"]
 
 
 def benchmark_speed(
@@ -74,66 +57,39 @@ def benchmark_speed(
         model = prepare_for_inference(model).to(device=device, dtype=dtype)
     elif model_device(model) != device or model_dtype(model) != dtype:
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     was_training = model.training
     model.eval()
+    # one timed kind at a time, each filling `min_time`: throughput first, then batch-1 latency
+    timing = {"min_time": min_time, "warmup": warmup, "min_rounds": 3, "max_rounds": None, "device": device}
     try:
-        with torch.inference_mode():
-            batch = torch.randn(batch_size, 3, height, width, device=device, dtype=dtype)
-            if deploy:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            single = batch[:1].clone()  # clone keeps the memory format
-            camids = torch.zeros(batch_size, dtype=torch.long, device=device)
-
-            def run_batch() -> Any:
-                return forward_model(model, batch, camids)
-
-            def run_single() -> Any:
-                return forward_model(model, single, camids[:1])
-
-            for _ in range(max(warmup, 1)):
-                first = _timed(run_batch, device)
-            n = _runs(first, iters, min_time)
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(n):
-                run_batch()
-            _sync(device)
-            throughput = n * batch_size / (time.perf_counter() - start)
-
-            for _ in range(max(warmup, 1)):
-                one = _timed(run_single, device)
-            m = _runs(one, latency_iters, min_time)
-            times = sorted(_timed(run_single, device) for _ in range(m))
+        with torch_threads(threads) as used, torch.inference_mode():
+            run_batch = model_call(
+                model,
+                batch_size,
+                channels_last=deploy,
+                input_size=(height, width),
+                device=device,
+                dtype=dtype,
+            )
+            run_single = model_call(
+                model, 1, channels_last=deploy, input_size=(height, width), device=device, dtype=dtype
+            )
+            batch_times = interleaved_times({"batch": run_batch}, rounds=iters, **timing)["batch"]
+            times = interleaved_times({"single": run_single}, rounds=latency_iters, **timing)["single"]
     finally:
         model.train(was_training)
-        torch.set_num_threads(old_threads)
+    latency = summarize_ms(times)
     return {
-        "throughput_ips": throughput,
-        "latency_ms_b1": statistics.median(times) * 1e3,
-        "latency_ms_b1_p90": times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)] * 1e3,
+        "throughput_ips": len(batch_times) * batch_size / sum(batch_times),
+        "latency_ms_b1": latency["median_ms"],
+        "latency_ms_b1_p90": latency["p90_ms"],
         "batch_size": batch_size,
         "input_size": [int(height), int(width)],
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "dtype": str(dtype).replace("torch.", ""),
-        "threads": threads if threads is not None else old_threads,
-        "iters": n,
-        "latency_iters": m,
+        "threads": used,
+        "iters": len(batch_times),
+        "latency_iters": len(times),
         "deploy": deploy,
     }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "cpu"

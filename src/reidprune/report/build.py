@@ -166,10 +166,8 @@ def _measure_latency(runs: list[Run], min_time: float, threads: int | None) -> s
     """Batch-1 PyTorch latency of every entry with a buildable model, in its deploy form (BatchNorm
     folded, channels_last), interleaved; a model shared by several entries is timed once. Returns the
     page's note."""
-    import torch
-
-    from reidprune.export.benchmark import interleaved_times, summarize_ms, torch_call
     from reidprune.measure import deploy
+    from reidprune.measure.timing import interleaved_times, model_call, summarize_ms, torch_threads
     from reidprune.models import load
 
     models: dict[Any, tuple[list[Entry], Any]] = {}
@@ -192,16 +190,11 @@ def _measure_latency(runs: list[Run], min_time: float, threads: int | None) -> s
         return "no saved model to time"
     # time the form that is deployed, as `reidprune measure` and `bench` do
     fns = {
-        key: torch_call(deploy.prepare_for_inference(model), 1, channels_last=True)
+        key: model_call(deploy.prepare_for_inference(model), 1, channels_last=True)
         for key, (_, model) in models.items()
     }
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or old_threads)
-    try:
-        used = torch.get_num_threads()
+    with torch_threads(threads or None) as used:
         times = interleaved_times(fns, min_time=min_time)
-    finally:
-        torch.set_num_threads(old_threads)
     for key, (entries, _) in models.items():
         for entry in entries:
             entry.latency_ms = summarize_ms(times[key])["median_ms"]

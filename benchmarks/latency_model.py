@@ -1,0 +1,184 @@
+"""B-latency: the latency model's predicted whole-model latency against the measured one.
+
+Models (random weights: latency does not depend on their values): ViT-S/16 re-ID at 256x128
+(D 384, 12 blocks x 6 heads, MLP 1536, CLS + BNNeck) dense and compressed by every token method,
+by head pruning and by heads + tokens together; ResNet-50 re-ID at 256x128 dense and with 50 % of
+its internal filters removed (HFP, extracted). For each model and batch, `reidprune.budget.
+predict_latency` sums the cost tables measured on the runtime (the first model fills the tables;
+the others mostly reuse them), and `measure_latency` times the exported whole model (median of
+timed calls, `reidprune.measure.timing`).
+
+  target: |predicted / measured - 1| <= 10 % for every model at batch 1 and 64
+
+Writes benchmarks/results/latency_model.json and prints a table. --smoke runs tiny models with a
+coarse grid in seconds (a check that the script works, not a result; written elsewhere).
+
+    .venv/bin/python benchmarks/latency_model.py [--runtime onnxruntime] [--batch 1 64] [--threads 2]
+        [--min-time 5] [--cache DIR] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reidprune.budget import Grid, measure_latency, predict_latency
+from reidprune.cli.common import print_table, write_json
+from reidprune.compress.filters import prune_filters
+from reidprune.compress.heads import prune_heads
+from reidprune.compress.tokens import prune_tokens
+from reidprune.models import create
+
+TARGET_PCT = 10.0
+RESULT = Path(__file__).resolve().parent / "results" / "latency_model.json"
+SMOKE_GRID = Grid(
+    token_fractions=(0.5, 1.0), kv_fractions=(0.5, 1.0), head_fractions=(0.0, 1.0), width_fractions=(0.5, 1.0)
+)
+
+
+def vit(smoke: bool) -> nn.Module:
+    if smoke:
+        size = {"img_size": [32, 16], "patch_size": 4, "embed_dim": 32, "num_heads": [2] * 3, "head_dim": 8}
+        return create("vit_tiny_reid", depth=3, mlp_hidden=[64] * 3, num_classes=5, **size).eval()
+    return create(
+        "vit_tiny_reid", img_size=[256, 128], patch_size=16, embed_dim=384, num_heads=[6] * 12, head_dim=64,
+        mlp_hidden=[1536] * 12, num_classes=751, drop_path=0.0,
+    ).eval()  # fmt: skip
+
+
+def resnet(smoke: bool) -> nn.Module:
+    if smoke:
+        return create("resnet18_reid", img_size=[32, 16], stage_planes=[8, 8, 16, 16], num_classes=4).eval()
+    return create("resnet50_reid", num_classes=751).eval()
+
+
+def calibration(model: nn.Module) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    height, width = model.arch.img_size
+    classes = model.arch.num_classes
+    return [
+        {
+            "image": torch.randn(4, 3, height, width, generator=gen),
+            "label": torch.randint(0, classes, (4,), generator=gen),
+            "camid": torch.zeros(4, dtype=torch.long),
+        }
+        for _ in range(2)
+    ]
+
+
+def models(smoke: bool) -> list[tuple[str, Callable[[], nn.Module]]]:
+    torch.manual_seed(0)
+    v, r = vit(smoke), resnet(smoke)
+    heads = lambda: prune_heads(v, "magnitude", rate=0.5)[0]  # noqa: E731
+    built: list[tuple[str, Callable[[], nn.Module]]] = [
+        ("vit", lambda: v),
+        ("amg-kv-40", lambda: prune_tokens(v, "amg", 0.4, mode="kv", selection="random")[0]),
+        ("amg-skip-40", lambda: prune_tokens(v, "amg", 0.4, mode="skip", selection="random")[0]),
+        ("heads-50", heads),
+        ("heads-50+topk-40", lambda: prune_tokens(heads(), "topk", 0.4)[0]),
+        ("pm-40", lambda: prune_tokens(v, "pm", 0.4, calibration(v))[0]),
+        ("tome-40", lambda: prune_tokens(v, "tome", 0.4)[0]),
+        ("topk-40", lambda: prune_tokens(v, "topk", 0.4)[0]),
+        ("resnet", lambda: r),
+        ("resnet-f50", lambda: prune_filters(r, "hfp", 0.5)[0]),
+    ]
+    return built
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtime", default="onnxruntime", help="onnxruntime | torch | cuda")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-time", type=float, default=5.0, help="seconds timing each whole model")
+    parser.add_argument("--point-time", type=float, default=0.5, help="seconds timing each table point")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="latency tables (default: a fresh temporary folder)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny models, coarse grid: checks the script only"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results JSON (default results/latency_model.json)"
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        args.min_time, args.point_time = min(args.min_time, 0.2), min(args.point_time, 0.01)
+    out = args.out or (Path(tempfile.gettempdir()) / "latency_model.smoke.json" if args.smoke else RESULT)
+
+    start = time.perf_counter()
+    rows, table = [], []
+    with tempfile.TemporaryDirectory(prefix="reidprune-latency-bench-") as tmp:
+        cache = args.cache or Path(tmp)
+        for name, build in models(args.smoke):
+            model = build().eval()
+            for batch in args.batch:
+                tic = time.perf_counter()
+                predicted = predict_latency(
+                    model, args.runtime, batch, args.threads, cache=cache, min_time=args.point_time,
+                    grid=SMOKE_GRID if args.smoke else None,
+                )  # fmt: skip
+                predict_s = time.perf_counter() - tic
+                measured = measure_latency(model, args.runtime, batch, args.threads, min_time=args.min_time)
+                error = 100 * (predicted["predicted_ms"] / measured["median_ms"] - 1)
+                row = {
+                    "model": name,
+                    "batch": batch,
+                    "predicted_ms": predicted["predicted_ms"],
+                    "measured_ms": measured["median_ms"],
+                    "measured_p90_ms": measured["p90_ms"],
+                    "error_pct": error,
+                    "pass": abs(error) <= TARGET_PCT,
+                    "approximate": predicted["approximate"],
+                    "points_timed": predicted["measured_points"],
+                    "predict_seconds": predict_s,
+                    "prediction": predicted,
+                }
+                rows.append(row)
+                table.append(
+                    {
+                        k: row[k]
+                        for k in (
+                            "model",
+                            "batch",
+                            "predicted_ms",
+                            "measured_ms",
+                            "error_pct",
+                            "points_timed",
+                        )
+                    }
+                    | {"pass": "yes" if row["pass"] else "NO"}
+                )
+                print(
+                    f"{name} b{batch}: predicted {row['predicted_ms']:.3f} ms, measured {row['measured_ms']:.3f} ms ({error:+.1f} %)",
+                    flush=True,
+                )
+    setting = rows[0]["prediction"]["setting"]
+    print_table(
+        f"latency model on {args.runtime} {setting['version']}, {args.threads} threads, {setting['device']}"
+        + (" (SMOKE: tiny models, not a result)" if args.smoke else ""),
+        table,
+    )
+    summary = {
+        "target": {"abs_error_pct_max": TARGET_PCT},
+        "smoke": args.smoke,
+        "all_pass": all(r["pass"] for r in rows),
+        "worst_error_pct": max(abs(r["error_pct"]) for r in rows),
+        "rows": rows,
+        "seconds": time.perf_counter() - start,
+    }
+    print(
+        f"all pass: {summary['all_pass']}, worst |error| {summary['worst_error_pct']:.1f} % (target <= {TARGET_PCT} %)"
+    )
+    write_json(out, summary)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

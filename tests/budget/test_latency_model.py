@@ -1,0 +1,136 @@
+"""The latency model: tables built, cached and reloaded, every block kind covered, clear errors.
+
+Timings are never asserted (a shared machine); the tests check what is measured, stored and reused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import export_helpers as tiny
+import pytest
+import torch
+
+from reidprune.budget import Grid, LatencyCache, LatencyModel, measure_latency, predict_latency, vit_geometry
+from reidprune.budget.runtimes import setting_for
+
+SMALL = Grid(
+    token_fractions=(0.5, 1.0), kv_fractions=(0.5, 1.0), head_fractions=(0.0, 1.0), width_fractions=(0.5, 1.0)
+)
+FAST = {"runtime": "torch", "batch": 1, "threads": 1, "grid": SMALL, "min_time": 0.001}
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One table folder shared by the tests of this module (the dense tables are timed once)."""
+    return tmp_path_factory.mktemp("latency")
+
+
+def test_tables_are_built_cached_and_reloaded_without_measuring(table: Path) -> None:
+    model = tiny.vit_bnneck()
+    first = predict_latency(model, cache=table, **FAST)
+    # 2 token counts x 2 key fractions x 2 head counts + 2 x 2 MLP points + call + stem/head
+    assert first["measured_points"] == 8 + 4 + 2
+    assert first["predicted_ms"] == pytest.approx(first["call_ms"] + first["fixed_ms"] + first["blocks_ms"])
+    again = predict_latency(
+        model, cache=table, measure=False, **{k: v for k, v in FAST.items() if k != "min_time"}
+    )
+    assert again["measured_points"] == 0 and again["predicted_ms"] == first["predicted_ms"]
+    stored = json.loads(Path(first["cache"]).read_text())
+    assert stored["setting"]["runtime"] == "torch" and stored["setting"]["batch"] == 1
+    assert len(stored["points"]) == 14 and not list(Path(first["cache"]).parent.glob(".*tmp"))
+
+
+@pytest.mark.parametrize(
+    ("build", "kinds"),
+    [
+        (tiny.amg_kv, {"amg-kv"}),
+        (tiny.amg_skip, {"amg-skip"}),
+        (tiny.topk, {"topk", "dense"}),
+        (tiny.tome, {"tome"}),
+        (tiny.pm, {"pm", "dense"}),
+        (tiny.heads, {"dense"}),
+        (tiny.transreid_topk, {"topk", "dense"}),
+    ],
+)
+def test_every_reducer_and_pruned_head_count_is_priced(table: Path, build, kinds: set[str]) -> None:  # type: ignore[no-untyped-def]
+    model = build()
+    result = predict_latency(model, cache=table, **FAST)
+    assert {b["kind"] for b in result["blocks"]} <= kinds | {"dense"} and kinds & {
+        b["kind"] for b in result["blocks"]
+    }
+    assert all(b["ms"] >= 0 for b in result["blocks"]) and result["predicted_ms"] > 0
+    heads = [b["geometry"]["heads"] for b in result["blocks"]]
+    assert heads == [int(block.attn.num_heads) for block in model.backbone.blocks]
+
+
+def test_geometry_follows_the_token_spec() -> None:
+    model = tiny.topk()  # fuse=True: 1 CLS + keep + 1 fused token leave a reduction block
+    geo = vit_geometry(model)
+    spec = model.backbone.token_spec
+    for i, g in enumerate(geo):
+        if spec.keep[i] is not None:
+            assert g["tokens_out"] == g["mlp_tokens"] == 1 + spec.keep[i] + 1
+        if i:
+            assert g["tokens_in"] == geo[i - 1]["tokens_out"]
+    kv = vit_geometry(tiny.amg_kv())
+    assert all(g["queries"] == g["tokens_in"] and g["keys"] <= g["queries"] for g in kv)
+
+
+def test_an_untimed_reducer_geometry_reuses_the_measured_fraction(table: Path) -> None:
+    model = tiny.amg_kv()
+    predict_latency(model, cache=table, **FAST)
+    with LatencyModel(cache=table, measure=False, runtime="torch", batch=1, threads=1, grid=SMALL) as lm:
+        costs = lm.predict(model)
+        assert not costs["approximate"]  # every block's geometry is in the table
+        lm.cache.points = {k: v for k, v in lm.cache.points.items() if not k.startswith("reducer|")}
+        estimated = lm.predict(model)
+    assert estimated["approximate"] and estimated["predicted_ms"] > 0
+
+
+def test_interpolated_block_cost_grows_with_tokens_keys_heads_and_width(table: Path) -> None:
+    predict_latency(tiny.vit_bnneck(), cache=table, **FAST)
+    with LatencyModel(cache=table, measure=False, runtime="torch", batch=1, threads=1, grid=SMALL) as lm:
+        attn = [lm.attention_ms(32, 8, True, (33, 4), (q, q, 4)) for q in range(4, 34, 3)]
+        keys = [lm.attention_ms(32, 8, True, (33, 4), (33, kv, 4)) for kv in range(4, 34, 3)]
+        heads = [lm.attention_ms(32, 8, True, (33, 4), (33, 33, h)) for h in range(1, 5)]
+        width = [lm.mlp_ms(32, (33, 128), (33, w)) for w in range(16, 129, 16)]
+    for series in (attn, keys, heads, width):
+        assert all(b >= a - 1e-12 for a, b in itertools.pairwise(series))
+
+
+def test_resnet_blocks_are_priced_from_width_tables(tmp_path: Path) -> None:
+    dense, pruned = tiny.resnet(), tiny.filters()
+    full = predict_latency(dense, cache=tmp_path, **FAST)
+    small = predict_latency(pruned, cache=tmp_path, **FAST)
+    assert [b["kind"] for b in full["blocks"]] == ["basicblock"] * 8
+    assert small["measured_points"] == 0  # the pruned widths fall inside the dense model's tables
+    mids = [b["geometry"]["mid1"] for b in small["blocks"]]
+    assert mids == [w[0] for w in pruned.arch.mid_widths]
+    assert full["stem_ms"] >= 0 and full["head_ms"] >= 0
+
+
+def test_whole_model_measurement_on_onnxruntime(tmp_path: Path) -> None:
+    model = tiny.vit_bnneck()
+    measured = measure_latency(model, "onnxruntime", 1, 1, min_time=0.01)
+    assert 0 < measured["median_ms"] <= measured["p90_ms"] and measured["setting"]["runtime"] == "onnxruntime"
+    grid = Grid(token_fractions=(1.0,), kv_fractions=(1.0,), head_fractions=(1.0,), width_fractions=(1.0,))
+    predicted = predict_latency(model, "onnxruntime", 1, 1, cache=tmp_path, grid=grid, min_time=0.001)
+    assert predicted["measured_points"] == 4 and predicted["setting"]["version"]
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="runtime 'tensorrt'"):
+        predict_latency(tiny.vit_bnneck(), "tensorrt")
+    with pytest.raises(LookupError, match="not in the latency table"):
+        predict_latency(tiny.vit_bnneck(), "torch", cache=tmp_path, measure=False)
+    with pytest.raises(TypeError, match="knows reidprune ViTs and ResNets"):
+        predict_latency(torch.nn.Linear(2, 2), "torch", cache=tmp_path)
+    with pytest.raises(ValueError, match="batch 0"):
+        predict_latency(tiny.vit_bnneck(), "torch", batch=0)
+    other = tmp_path / "other.json"
+    LatencyCache(setting_for("torch", 2, 1), other).save()
+    with pytest.raises(ValueError, match="holds figures for"):
+        LatencyCache(setting_for("torch", 1, 1), other)
