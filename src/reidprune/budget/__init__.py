@@ -1,9 +1,17 @@
-"""Compression to a budget. Part 1: a latency model measured on the deployment runtime.
+"""Compress to a budget: search per-block token, head and filter counts under a cost target.
 
+    small, plan = reidprune.compress.to_budget(model, calib_loader, target_gmacs=2.5)
     predict_latency(model, runtime="onnxruntime", batch=1, threads=2)["predicted_ms"]
     measure_latency(model, runtime="onnxruntime", batch=1, threads=2)["median_ms"]
 
-`budget` sits above models / measure / export (it imports them; nothing below imports it).
+Modules: `sketch` (what a plan changes, the cost model's input), `cost` (the `CostModel`
+protocol, the GMACs cost model and the runtime latency cost model), `candidates` (the search
+space: units and their importance, and applying a plan to a model), `search` (the greedy search),
+`proxy` (the distillation proxy that compares plans), `api` (`to_budget`); the latency model:
+`probes` (isolated pieces timed on a runtime), `grid` (monotone interpolation), `cache`
+(per-setting JSON tables), `runtimes`, `latency`. docs/budget_search.md describes the algorithm.
+
+`budget` sits above models / measure / export / compress (it imports them; nothing below imports it).
 """
 
 from reidprune.budget.cache import LatencyCache, Setting, default_cache_dir

@@ -25,6 +25,7 @@ VERB_MODULES: list[str] = [
     "models",
     "train",
     "prune",
+    "compress",
     "eval",
     "measure",
     "export",

@@ -4,6 +4,7 @@
     student, plan = reidprune.compress.prune_heads(student, method="entropy", rate=0.25, data=calib)
     small, plan = reidprune.compress.prune_filters(resnet, method="hfp", rate=0.5)
     result = reidprune.compress.run_schedule(model, cfg, loaders, "runs/x")   # rounds + fine-tuning
+    small, plan = reidprune.compress.to_budget(model, calib, target_gmacs=2.5)  # searched joint plan
 
 Entry points are imported lazily: `reidprune.config` imports `compress.config` early, before the
 models the compression modules depend on are loaded.
@@ -26,6 +27,7 @@ _LAZY = {
     "calibrate": "reidprune.compress.calibration",
     "run_schedule": "reidprune.compress.schedule",
     "prune_experiment": "reidprune.compress.experiment",
+    "to_budget": "reidprune.budget.api",
 }
 
 __all__ = ["CompressionPlan", "PruneConfig", *sorted(_LAZY)]
