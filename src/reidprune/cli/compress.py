@@ -52,7 +52,8 @@ def compress_command(
     jointly, write the plan and the compressed model, optionally fine-tune it with distillation."""
     from reidprune import models
     from reidprune.budget.api import resolve_target, to_budget
-    from reidprune.cli.eval import _data_config, resolve_device
+    from reidprune.cli.eval import _data_config
+    from reidprune.train.distributed import resolve_device
     from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
     from reidprune.config import ConfigError, load_config
     from reidprune.data import build_dataset, build_loaders
