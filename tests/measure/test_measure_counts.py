@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from reidprune.measure import block_names, count_gmacs, count_params
+from reidprune.measure import count_gmacs, count_params, find_blocks
 from reidprune.models.output import ModelOutput
 from reidprune.models.vit import VisionTransformer
 
@@ -93,7 +93,7 @@ def test_deit_gmacs_match_the_published_numbers(dim: int, heads: int, expected: 
         assert result["blocks_gmacs"] == pytest.approx(17.45, rel=0.01)
 
 
-def test_block_names_take_the_outermost_match() -> None:
+def test_find_blocks_takes_the_outermost_match() -> None:
     class Stages(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -103,9 +103,16 @@ def test_block_names_take_the_outermost_match() -> None:
             self.b2 = nn.Linear(2, 2)
             self.head = nn.Linear(2, 2)
 
-    assert block_names(Stages()) == ["layer1", "b1", "b2"]
+    assert find_blocks(Stages()) == ["layer1", "b1", "b2"]
 
 
 def test_gmacs_need_an_input_size() -> None:
     with pytest.raises(ValueError, match="pass input_size"):
         count_gmacs(nn.Linear(3, 3))
+
+
+def test_the_old_block_names_forwards_with_a_deprecation_warning() -> None:
+    import reidprune.measure as measure
+
+    with pytest.warns(DeprecationWarning, match="find_blocks"):
+        assert measure.block_names is find_blocks

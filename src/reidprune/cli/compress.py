@@ -53,7 +53,6 @@ def compress_command(
     from reidprune import models
     from reidprune.budget.api import resolve_target, to_budget
     from reidprune.cli.eval import _data_config
-    from reidprune.train.distributed import resolve_device
     from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
     from reidprune.config import ConfigError, load_config
     from reidprune.data import build_dataset, build_loaders
@@ -61,6 +60,7 @@ def compress_command(
     from reidprune.evaluate.forward import use_model_input_size
     from reidprune.measure.flops import count_gmacs
     from reidprune.models.serialization import save
+    from reidprune.train.distributed import resolve_device
     from reidprune.train.engine import seed_everything
 
     resolve_target(target_speedup, target_latency_ms, target_gmacs)  # refused before any work

@@ -65,8 +65,11 @@ def attention_formulas() -> dict[Any, Any]:
     return {op: attention_flops for op in ops if op is not None}
 
 
-def block_names(model: nn.Module) -> list[str]:
-    """Names of the outermost modules that count as blocks, in module order."""
+def find_blocks(model: nn.Module) -> list[str]:
+    """Names of the outermost modules that count as blocks (any model), in module order.
+
+    Not `models.resnet.block_names`, which lists a ResNet arch's residual blocks without a model.
+    """
     names = []
     for name, _ in model.named_modules():
         if BLOCK_NAME.search(name) and not any(name.startswith(outer + ".") for outer in names):
@@ -104,7 +107,7 @@ def count_gmacs(
         ops = by_module.get(f"{root}.{name}", {})
         return sum(ops.values()) / 2 / batch / 1e9
 
-    per_block = [{"name": name, "gmacs": gmacs_of(name)} for name in block_names(model)]
+    per_block = [{"name": name, "gmacs": gmacs_of(name)} for name in find_blocks(model)]
     return {
         "gmacs": counter.get_total_flops() / 2 / batch / 1e9,
         "blocks_gmacs": sum(b["gmacs"] for b in per_block),
