@@ -64,8 +64,9 @@ class CalibrationSummary:
     layers: list[str] = field(default_factory=list)
 
 
-def logits_of(output: Any) -> list[Tensor]:
-    """The classifier outputs of a forward pass: `ModelOutput.logits`, or a bare logits tensor."""
+def all_logits(output: Any) -> list[Tensor]:
+    """Every classifier's logits of a forward pass (`ModelOutput.logits`, or a bare logits tensor);
+    `evaluate.forward.logits_of` gives only the first one, as a Tensor."""
     if isinstance(output, ModelOutput):
         return list(output.logits)
     if isinstance(output, Tensor):
@@ -81,7 +82,7 @@ def default_loss(output: Any, batch: Mapping[str, Any], teacher_output: Any = No
 
     output / teacher_output: `ModelOutput` (or a logits tensor); batch["label"]: (B,) long.
     """
-    logits = logits_of(output)
+    logits = all_logits(output)
     if not logits:
         raise CompressionError(
             "calibration needs a task loss but the model returned no logits in training mode; "
@@ -94,7 +95,7 @@ def default_loss(output: Any, batch: Mapping[str, Any], teacher_output: Any = No
     labels = batch["label"]
     loss = torch.stack([F.cross_entropy(z.float(), labels) for z in logits]).mean()
     if teacher_output is not None:
-        teacher_logits = logits_of(teacher_output)
+        teacher_logits = all_logits(teacher_output)
         if len(teacher_logits) != len(logits):
             raise CompressionError(
                 f"calibration: the teacher has {len(teacher_logits)} classifiers, the model {len(logits)}"
