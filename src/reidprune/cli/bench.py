@@ -10,7 +10,7 @@ import typer
 
 from reidprune.cli.common import console, ensure_writable, print_table, write_json
 from reidprune.cli.export import export_errors
-from reidprune.cli.model_dirs import resolve_model_dir, unique_names
+from reidprune.cli.model_dirs import ALLOW_IMPORT_HELP, resolve_model_dir, unique_names
 
 
 def bench_command(
@@ -32,6 +32,7 @@ def bench_command(
         "ONNX Runtime and PyTorch are always timed in the same rounds",
     ),
     json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
+    allow_import: bool = typer.Option(False, "--allow-import", help=ALLOW_IMPORT_HELP),
 ) -> None:
     """Several saved models side by side, in one process, timings interleaved: params, GMACs, PyTorch
     throughput and batch-1 latency, ONNX Runtime (and OpenVINO) batch-1 latency (CPU)."""
@@ -50,7 +51,9 @@ def bench_command(
     if json_path is not None:
         ensure_writable(json_path, option="--json")
     dirs = [resolve_model_dir(p) for p in model_dirs]
-    models = [(name, load(d)) for name, d in zip(unique_names(dirs), dirs, strict=True)]
+    models = [
+        (name, load(d, allow_import=allow_import)) for name, d in zip(unique_names(dirs), dirs, strict=True)
+    ]
     result = bench_models(
         models, batch_size=batch_size, onnx=onnx, threads=threads, min_time=min_time, runtimes=runtimes
     )

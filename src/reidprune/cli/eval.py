@@ -9,13 +9,19 @@ from typing import Any
 import typer
 
 from reidprune.cli.common import console, ensure_writable, print_table, user_errors, write_json
+from reidprune.cli.model_dirs import ALLOW_IMPORT_HELP
 
 SPLITS = ("test", "val")
 EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
 
 
 def load_model(
-    model: str, weights: Path | None, cfg: Any, device: Any, num_classes: int | None = None
+    model: str,
+    weights: Path | None,
+    cfg: Any,
+    device: Any,
+    num_classes: int | None = None,
+    allow_import: bool = False,
 ) -> Any:
     """A reidprune model directory (or a run directory holding one), or registry entry `model` with a
     foreign checkpoint (`weights`) or, without one, random weights. Registry models are built for the
@@ -31,7 +37,7 @@ def load_model(
             raise ConfigError(
                 f"{model} is a reidprune model directory with its own weights; drop --weights {weights}"
             )
-        return models.load(resolve_model_dir(model), map_location=device)
+        return models.load(resolve_model_dir(model), map_location=device, allow_import=allow_import)
     if Path(model).exists():
         from reidprune.models.checkpoint_io import CheckpointError
 
@@ -105,6 +111,7 @@ def eval_command(
     which_epoch: str | None = typer.Option(
         None, "--which-epoch", help="MODEL is a run folder: evaluate its epoch_K/ snapshot, last or best"
     ),
+    allow_import: bool = typer.Option(False, "--allow-import", help=ALLOW_IMPORT_HELP),
 ) -> None:
     """Evaluate a model: re-ID mAP / mINP / CMC (standard protocol) or classification top-1 / top-5, in percent."""
     from reidprune.config import ConfigError, load_config
@@ -137,7 +144,9 @@ def eval_command(
             f"{cfg.data.root}: detected the {splits.format} layout (--data-format chooses another)",
             highlight=False,
         )
-    net = load_model(model, weights, cfg, torch_device, num_classes=splits.num_classes)
+    net = load_model(
+        model, weights, cfg, torch_device, num_classes=splits.num_classes, allow_import=allow_import
+    )
     use_model_input_size(cfg.data, net)
     # only the evaluated splits get loaders (and a decoded-image cache)
     names = ("query", "gallery") if split == "test" else ("val_query", "val_gallery")

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from reidprune.cli.common import console, ensure_writable, err_console, print_table, user_errors
+from reidprune.cli.model_dirs import ALLOW_IMPORT_HELP
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("onnx", "openvino")
@@ -88,6 +89,7 @@ def export_command(
         help="data set folder or experiment YAML: evaluate and time torch / fp32 / quantised side by side",
     ),
     data_format: str | None = typer.Option(None, "--data-format", help="data set format (default: detect)"),
+    allow_import: bool = typer.Option(False, "--allow-import", help=ALLOW_IMPORT_HELP),
 ) -> None:
     """Export a saved model's eval-mode retrieval embedding (+ logits) to ONNX, checked against ONNX Runtime
     (and to OpenVINO IR, checked against OpenVINO)."""
@@ -116,7 +118,7 @@ def export_command(
     if target.is_dir() or not target.suffix:
         target = target / "model.onnx"  # a folder was given
     ensure_writable(target, option="--out")
-    net = load(model)
+    net = load(model, allow_import=allow_import)
     extra: dict[str, Any] = {"model_dir": str(model), "model_sha256": model_dir_sha256(model)}
     # the graph lands only after its check passed; export.json is rewritten last, with what follows
     report = export_onnx(

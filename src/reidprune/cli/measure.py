@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from reidprune.cli.common import console, ensure_writable, print_table, user_errors, write_json
+from reidprune.cli.model_dirs import ALLOW_IMPORT_HELP
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -25,7 +26,7 @@ def _input_size(text: str | None) -> tuple[int, int] | None:
     return height, width
 
 
-def _build(model: str, device: Any) -> Any:
+def _build(model: str, device: Any, allow_import: bool = False) -> Any:
     """A saved reidprune model directory (or a run directory holding one), or a registry entry with
     random weights (costs do not depend on weight values, except for data-dependent token reduction:
     measure the saved model)."""
@@ -33,7 +34,7 @@ def _build(model: str, device: Any) -> Any:
     from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
 
     if is_saved_model(model):
-        return models.load(resolve_model_dir(model), map_location=device)
+        return models.load(resolve_model_dir(model), map_location=device, allow_import=allow_import)
     if Path(model).exists():
         from reidprune.models.checkpoint_io import CheckpointError
 
@@ -67,6 +68,7 @@ def measure_command(
         "Counts are always of the model as saved",
     ),
     json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
+    allow_import: bool = typer.Option(False, "--allow-import", help=ALLOW_IMPORT_HELP),
 ) -> None:
     """Parameters, GMACs (FlopCounterMode FLOPs / 2, eval mode, real input), throughput and batch-1 latency.
 
@@ -90,7 +92,7 @@ def measure_command(
     torch_device = resolve_device(device)
     results, rows = [], []
     for name in model_names:
-        net = _build(name, torch_device)
+        net = _build(name, torch_device, allow_import)
         net_size = input_size_for(net, size, "--input-size")
         params = count_params(net)
         macs = count_gmacs(net, input_size=net_size)

@@ -13,6 +13,13 @@ from pathlib import Path
 # holds fine-tuning logs), train runs final/ (and best/ when a validation split selected one)
 RUN_MODEL_DIRS = {"model": "the compressed model", "final": "the final model", "best": "the best model"}
 
+# --allow-import of every verb that loads a saved model (models/foreign.py: a foreign model whose base
+# is a user's "package.module:factory" runs that import when it is rebuilt)
+ALLOW_IMPORT_HELP = (
+    "let a saved foreign model built by your own 'package.module:factory' import that module "
+    "(runs its code: only for models you trust)"
+)
+
 
 def run_model_dir(path: str | Path) -> Path | None:
     """The model directory inside run directory `path` (model/, else final/, else best/); None when

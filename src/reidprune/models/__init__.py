@@ -11,6 +11,7 @@ from reidprune.models.foreign import build_foreign
 from reidprune.models.output import ModelOutput
 from reidprune.models.registry import arch_config, build, create, list_models, register, register_family
 from reidprune.models.serialization import load, save
+from reidprune.models.timm_convert import from_timm
 
 __all__ = [
     "FeatureExtractor",
@@ -21,6 +22,7 @@ __all__ = [
     "create",
     "create_from_checkpoint",
     "feature_extractor",
+    "from_timm",
     "list_models",
     "load",
     "load_checkpoint",

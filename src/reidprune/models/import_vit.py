@@ -94,7 +94,11 @@ def _last_block(state: Mapping[str, Tensor], prefix: str) -> int:
 
 
 def timm_rules(arch: ViTArch, state: Mapping[str, Tensor]) -> list[Rule]:
-    rules: list[Rule] = [(r"^head\.", "head.classifiers.0." if arch.head == "linear" else None)]
+    linear = arch.head == "linear"
+    rules: list[Rule] = [
+        (r"^head\.", "head.classifiers.0." if linear else None),
+        (r"^head_dist\.", "head.classifiers.1." if linear else None),  # distilled DeiT's second head
+    ]
     if arch.uses_jpm:
         last = _last_block(state, "")
         rules += [
@@ -186,7 +190,7 @@ def _fit_pos_embed(state: dict[str, Tensor], model: nn.Module, where: str) -> li
     backbone = model.backbone
     if key not in state or state[key].shape == backbone.pos_embed.shape:
         return []
-    prefix = backbone.num_prefix_tokens
+    prefix = 0 if backbone.no_embed_class else backbone.num_prefix_tokens
     stored = state[key]
     if stored.ndim != 3 or stored.shape[-1] != backbone.pos_embed.shape[-1]:
         return []  # let the shape check report it with both shapes
@@ -235,6 +239,39 @@ def _heads_of(state: Mapping[str, Tensor], prefix: str, head_dim: int, where: st
     return rows // (3 * head_dim)
 
 
+def _timm_features(ours: Mapping[str, Tensor], arch: ViTArch) -> dict[str, Any]:
+    """LayerScale, qk-norm and prefix tokens, from the keys (timm names under `backbone.`)."""
+    changes: dict[str, Any] = {
+        "qk_norm": "backbone.blocks.0.attn.q_norm.weight" in ours,
+        "dist_token": "backbone.dist_token" in ours,
+        "reg_tokens": int(ours["backbone.reg_token"].shape[1]) if "backbone.reg_token" in ours else 0,
+    }
+    gamma = ours.get("backbone.blocks.0.ls1.gamma")
+    # the weights overwrite gamma; the value only has to switch LayerScale on
+    changes["init_values"] = (arch.init_values or 1e-5) if gamma is not None else None
+    if "backbone.cls_token" not in ours and "backbone.pos_embed" in ours:
+        # timm allows no class token only with pooled patches
+        changes.update(class_token=False, global_pool="avg", fc_norm="backbone.fc_norm.weight" in ours)
+    return changes
+
+
+def _no_embed_class(ours: Mapping[str, Tensor], arch: ViTArch) -> bool:
+    """Whether the stored position embedding covers only the patches (DeiT-III, register models)."""
+    prefix = int(arch.class_token) + int(arch.dist_token) + arch.reg_tokens
+    if "backbone.pos_embed" not in ours or prefix == 0:
+        return arch.no_embed_class
+    rows = int(ours["backbone.pos_embed"].shape[1])
+    patches = arch.grid_size[0] * arch.grid_size[1]
+    if rows in (patches, patches + prefix):
+        return rows == patches
+    # another size (resampled on load): an ImageNet grid is square, with or without the prefix rows
+    return _is_square(rows) and not _is_square(rows - prefix)
+
+
+def _is_square(n: int) -> bool:
+    return n > 0 and math.isqrt(n) ** 2 == n
+
+
 def arch_from_checkpoint(
     state: Mapping[str, Tensor], base_arch: ViTArch, where: str = "checkpoint"
 ) -> ViTArch:
@@ -257,6 +294,9 @@ def arch_from_checkpoint(
         )
     if "backbone.fc_norm.weight" in ours and "backbone.norm.weight" not in ours:
         changes.update(global_pool="avg", fc_norm=True)  # MAE / timm global_pool="avg"
+    changes.update(_timm_features(ours, arch))
+    sized = ViTArch(**{**dataclasses.asdict(arch), **changes})
+    changes["no_embed_class"] = _no_embed_class(ours, sized)
     if "head.b1.block.attn.qkv.weight" in ours:
         if arch.head != "transreid":
             raise CheckpointError(

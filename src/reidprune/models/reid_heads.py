@@ -9,7 +9,9 @@ raster order whatever the reducers did.
 Each head exposes ``necks`` (BNNecks, possibly empty) and ``classifiers`` (possibly empty when
 num_classes = 0) as ModuleLists, so training code can find and reset them uniformly.
 
-- LinearHead: classification (timm / DeiT / MAE): logits = Linear(pooled feature).
+- LinearHead: classification (timm / DeiT / MAE): logits = Linear(pooled feature); a distilled DeiT
+  (backbone with a dist_token) has a second classifier on the distillation token (timm's head_dist)
+  and its logits are the mean of both, as timm gives them in eval.
 - BNNeckHead: the strong re-ID baseline (Luo et al. 2019, "Bag of Tricks"): pooled feature -> BatchNorm with a
   frozen zero bias -> bias-free classifier; retrieval with the feature before or after the BN.
 - LAHead: LA-Transformer (Sharma et al. 2021): patch tokens averaged into horizontal stripes (one
@@ -71,19 +73,29 @@ class ClassBlock(nn.Module):
 
 
 class LinearHead(nn.Module):
-    """Classification: logits = Linear(pooled feature), which is also the embedding (pre-logits)."""
+    """Classification: logits = Linear(pooled feature), which is also the embedding (pre-logits).
 
-    def __init__(self, dim: int, num_classes: int) -> None:
+    distilled: classifiers[0] reads the CLS token and classifiers[1] the distillation token (timm's
+    `head` and `head_dist`); the logits are their mean (timm's eval output, also used in training).
+    """
+
+    def __init__(self, dim: int, num_classes: int, distilled: bool = False) -> None:
         super().__init__()
         self.necks = nn.ModuleList()
-        self.classifiers = nn.ModuleList([nn.Linear(dim, num_classes)] if num_classes > 0 else [])
+        self.distilled = distilled
+        count = (2 if distilled else 1) if num_classes > 0 else 0
+        self.classifiers = nn.ModuleList(nn.Linear(dim, num_classes) for _ in range(count))
         for layer in self.classifiers:
             nn.init.trunc_normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
 
     def forward(self, tokens: Tensor, state: TokenState, backbone: VisionTransformer) -> ModelOutput:
         feature = backbone.pool(tokens, state)
-        logits = [classifier(feature) for classifier in self.classifiers]
+        if self.distilled and len(self.classifiers) == 2:
+            cls, dist = self.classifiers
+            logits = [(cls(tokens[:, 0]) + dist(tokens[:, 1])) / 2]
+        else:
+            logits = [classifier(feature) for classifier in self.classifiers]
         return ModelOutput(embedding=feature, logits=logits, features=[feature] if self.training else [])
 
 

@@ -9,14 +9,22 @@ What differs from timm's VisionTransformer, and why:
   side-information embedding (TransReID SIE) is added to every token;
 - attention can be probed (`Attention.probe`) to collect attention maps and their gradients for
   calibration, otherwise it runs as fused scaled-dot-product attention;
-- the image feature is the CLS token (`global_pool="token"`) or, as in MAE fine-tunes and timm's
-  `global_pool="avg"`, the mean of the patch positions followed by `fc_norm`. The mean runs over
+- the image feature is the CLS token (`global_pool="token"`; with a DeiT distillation token the mean
+  of the CLS and distillation tokens, as timm's distilled DeiT in eval) or, as in MAE fine-tunes and
+  timm's `global_pool="avg"`, the mean of the patch positions followed by `fc_norm`. The mean runs over
   the grid restored by `restore_grid`, so every original patch position counts once whatever the
   token reducers did (a merged position with its merged token, a dropped one with its features
   when it was dropped): with identity blocks every reducer gives the dense model's feature.
 
-Parameter names match timm (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv`,
-`blocks.{i}.mlp.fc1`, `norm`, `fc_norm`, `head`), so timm, DeiT and MAE state dicts load unchanged.
+Parameter names match timm (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_token`, `pos_embed`,
+`blocks.{i}.attn.qkv`, `blocks.{i}.attn.q_norm` / `k_norm` (qk-norm), `blocks.{i}.ls1.gamma` / `ls2.gamma`
+(LayerScale, DeiT-III / CaiT), `blocks.{i}.mlp.fc1`, `norm`, `fc_norm`, `head`), so timm, DeiT and MAE
+state dicts load unchanged.
+
+Prefix tokens, in timm's order: the CLS token (class_token), the distillation token (dist_token,
+DeiT distilled), then reg_tokens register tokens; `num_prefix_tokens` counts them. The position
+embedding covers the prefix tokens too, or only the patches with `no_embed_class` (DeiT-III, register
+models: added to the patches before the prefix tokens are put in front).
 """
 
 from __future__ import annotations
@@ -66,6 +74,17 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (Touvron et al. 2021, CaiT / DeiT-III); timm's `gamma`."""
+
+    def __init__(self, dim: int, init_values: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
 class PatchEmbed(nn.Module):
     """(B, C, H, W) -> (B, N, D) with a possibly overlapping stride (TransReID)."""
 
@@ -101,9 +120,19 @@ class Attention(nn.Module):
 
     qkv: Linear(dim -> 3 * num_heads * head_dim), rows ordered (q|k|v, head, channel) as in timm.
     proj: Linear(num_heads * head_dim -> dim).
+    q_norm / k_norm: LayerNorm(head_dim) on every head's queries / keys (timm qk_norm=True), else Identity.
     """
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, qkv_bias: bool, scale: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        qkv_bias: bool,
+        scale: float,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+    ) -> None:
         super().__init__()
         if num_heads < 1:
             raise ValueError(f"an attention layer needs at least one head, got num_heads={num_heads}")
@@ -112,16 +141,18 @@ class Attention(nn.Module):
         self.scale = scale
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(inner, dim)
         # Calibration hook: receives the (B, H, N_q, N_k) attention probabilities and returns the
         # tensor used downstream (so that gradients with respect to it can be taken).
         self.probe: Callable[[Tensor], Tensor] | None = None
 
     def split_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, N, D) -> q, k, v each (B, H, N, head_dim)."""
+        """(B, N, D) -> q, k, v each (B, H, N, head_dim), q and k after q_norm / k_norm."""
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        return self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         """Attention of q (B, H, Nq, d) over k, v (B, H, Nk, d) -> (B, Nq, H * d) before proj.
@@ -155,7 +186,11 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block. `reducer`, when set, decides how the block is applied."""
+    """Pre-norm transformer block. `reducer`, when set, decides how the block is applied.
+
+    init_values: LayerScale `ls1` / `ls2` on the attention and MLP branches (timm: only when truthy);
+    qk_norm: LayerNorm on queries and keys (`attn.q_norm`, `attn.k_norm`).
+    """
 
     def __init__(
         self,
@@ -167,18 +202,22 @@ class Block(nn.Module):
         scale: float,
         norm_eps: float,
         drop_path: float,
+        init_values: float | None = None,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, head_dim, qkv_bias, scale)
+        self.attn = Attention(dim, num_heads, head_dim, qkv_bias, scale, qk_norm=qk_norm, norm_eps=norm_eps)
+        self.ls1: nn.Module = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_hidden)
+        self.ls2: nn.Module = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path)
         self.reducer: nn.Module | None = None
 
     def forward_dense(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
     def forward(self, x: Tensor, state: TokenState | None = None) -> tuple[Tensor, TokenState]:
         state = state if state is not None else TokenState()
@@ -195,6 +234,8 @@ class VisionTransformer(nn.Module):
     forward: classification logits (B, num_classes), or the pooled feature (B, D) when num_classes=0.
     global_pool: "token" | "avg". fc_norm: LayerNorm after pooling instead of the final norm on
       the tokens (None: with "avg", as timm).
+    class_token / dist_token / reg_tokens / no_embed_class: the prefix tokens and whether the position
+      embedding covers them (module doc); init_values / qk_norm: see Block.
     """
 
     def __init__(
@@ -216,28 +257,46 @@ class VisionTransformer(nn.Module):
         num_classes: int = 0,
         global_pool: str = "token",
         fc_norm: bool | None = None,
+        init_values: float | None = None,
+        qk_norm: bool = False,
+        class_token: bool = True,
+        dist_token: bool = False,
+        reg_tokens: int = 0,
+        no_embed_class: bool = False,
     ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' reads the class token; class_token=False needs 'avg'")
+        if dist_token and (not class_token or global_pool != "token"):
+            raise ValueError(
+                "a distillation token is read next to the class token: needs global_pool='token'"
+            )
         fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
+        if dist_token and fc_norm:
+            raise ValueError("timm's distilled DeiT has no fc_norm: dist_token needs fc_norm=False")
         self.global_pool = global_pool
         depth = len(num_heads)
         mlp_hidden = list(mlp_hidden) if mlp_hidden is not None else [4 * embed_dim] * depth
         if len(mlp_hidden) != depth:
             raise ValueError(f"mlp_hidden has {len(mlp_hidden)} entries for {depth} blocks")
         self.embed_dim = embed_dim
-        self.num_prefix_tokens = 1
+        self.num_prefix_tokens = int(class_token) + int(dist_token) + reg_tokens
+        self.no_embed_class = no_embed_class
         self.sie_coef = sie_coef
         self.patch_embed = PatchEmbed(img_size, patch_size, stride or patch_size, in_chans, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, embed_dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if dist_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens > 0 else None
+        embedded = self.patch_embed.num_patches + (0 if no_embed_class else self.num_prefix_tokens)
+        self.pos_embed = nn.Parameter(torch.zeros(1, embedded, embed_dim))
         # TransReID side information: one learnable embedding per camera, added to every token
         self.sie_embed = nn.Parameter(torch.zeros(num_cameras, 1, embed_dim)) if num_cameras > 0 else None
         scale = qk_scale if qk_scale is not None else head_dim**-0.5
         rates = torch.linspace(0, drop_path, depth, device="cpu").tolist()  # cpu: builds on meta too
         self.blocks = nn.ModuleList(
-            Block(embed_dim, h, head_dim, m, qkv_bias, scale, norm_eps, r)
+            Block(embed_dim, h, head_dim, m, qkv_bias, scale, norm_eps, r, init_values, qk_norm)
             for h, m, r in zip(num_heads, mlp_hidden, rates, strict=True)
         )
         self.norm = nn.Identity() if fc_norm else nn.LayerNorm(embed_dim, eps=norm_eps)
@@ -247,7 +306,11 @@ class VisionTransformer(nn.Module):
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        for token in (self.cls_token, self.reg_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
+        if self.dist_token is not None:
+            nn.init.trunc_normal_(self.dist_token, std=0.02)
         if self.sie_embed is not None:
             nn.init.trunc_normal_(self.sie_embed, std=0.02)
         for module in self.modules():
@@ -268,9 +331,18 @@ class VisionTransformer(nn.Module):
         return self.num_prefix_tokens + self.patch_embed.num_patches
 
     def embed(self, x: Tensor, camids: Tensor | None = None) -> Tensor:
-        """(B, 3, H, W) -> (B, 1 + P, D): patches, CLS, position and camera embeddings."""
+        """(B, 3, H, W) -> (B, num_prefix_tokens + P, D): prefix tokens, patches, position and camera
+        embeddings."""
         x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        prefix = [
+            t.expand(x.shape[0], -1, -1)
+            for t in (self.cls_token, self.dist_token, self.reg_token)
+            if t is not None
+        ]
+        if self.no_embed_class:  # DeiT-III / register models: the prefix tokens have no position
+            x = torch.cat([*prefix, x + self.pos_embed], dim=1)
+        else:
+            x = torch.cat([*prefix, x], dim=1) + self.pos_embed
         if self.sie_embed is not None:
             if camids is None:
                 raise ValueError("this model has a camera side-information embedding; pass camids")
@@ -320,6 +392,8 @@ class VisionTransformer(nn.Module):
         restored positions' patch part (see the module doc), then fc_norm."""
         if self.global_pool == "avg":
             return self.fc_norm(self.restore_grid(tokens, state)[:, self.num_prefix_tokens :].mean(dim=1))
+        if self.dist_token is not None:  # timm's distilled DeiT: the mean of both tokens' features
+            return (tokens[:, 0] + tokens[:, 1]) / 2
         return self.fc_norm(tokens[:, 0])
 
     def forward(self, x: Tensor, camids: Tensor | None = None) -> Tensor:

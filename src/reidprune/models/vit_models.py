@@ -68,6 +68,12 @@ class ViTArch:
       norm) or "avg" (mean of the patch positions, MAE / timm global_pool="avg"); fc_norm: a
       LayerNorm after pooling instead of the final norm (None = only with "avg", as timm).
     tokens: token-reduction spec owned by reidprune.compress.tokens (None = dense model).
+    init_values / qk_norm / class_token / reg_tokens / no_embed_class: as timm's VisionTransformer
+      keyword arguments of the same names (LayerScale when init_values is set, LayerNorm on queries
+      and keys, prefix tokens, position embedding only on the patches); dist_token: DeiT's
+      distillation token (timm's deit_*_distilled_*), read with the CLS token (mean of both; the
+      "linear" head gets timm's second classifier head_dist). Extra prefix tokens and class_token=False
+      need head "linear" or "bnneck". See reidprune.models.from_timm.
     """
 
     family: str = "vit"
@@ -93,6 +99,12 @@ class ViTArch:
     tokens: dict[str, Any] | None = None
     global_pool: str = "token"
     fc_norm: bool | None = None
+    init_values: float | None = None
+    qk_norm: bool = False
+    class_token: bool = True
+    dist_token: bool = False
+    reg_tokens: int = 0
+    no_embed_class: bool = False
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -136,6 +148,7 @@ def validate_arch(arch: ViTArch) -> None:
         fail(
             "global_pool", f"'{arch.global_pool}' / fc_norm need head 'linear' or 'bnneck', not '{arch.head}'"
         )
+    _validate_prefix(arch, fail)
     for key in ("patch_size", "in_chans", "embed_dim", "head_dim"):
         if getattr(arch, key) < 1:
             fail(key, f"expected >= 1, got {getattr(arch, key)}")
@@ -170,6 +183,33 @@ def validate_arch(arch: ViTArch) -> None:
         fail("num_classes", f"expected >= 0 (0 = no classifier), got {arch.num_classes}")
     if arch.head == "la" and int(arch.options()["num_parts"]) < 0:
         fail("head_options.num_parts", "expected 0 (one stripe per grid row) or a positive count")
+
+
+def _validate_prefix(arch: ViTArch, fail: Any) -> None:
+    """Prefix tokens and pooling that fit together (timm refuses the same combinations)."""
+    if arch.reg_tokens < 0:
+        fail("reg_tokens", f"expected >= 0, got {arch.reg_tokens}")
+    extra = arch.dist_token or arch.reg_tokens > 0 or not arch.class_token
+    if extra and arch.head not in ("linear", "bnneck"):
+        # the LA and TransReID heads take exactly the CLS token and then the patches
+        fail(
+            "head",
+            f"'{arch.head}' reads one CLS token; dist_token / reg_tokens / class_token=False need 'linear' or 'bnneck'",
+        )
+    if not arch.class_token and arch.global_pool == "token":
+        fail("class_token", "false needs global_pool 'avg' (the 'token' pool reads the class token)")
+    if arch.dist_token and (arch.global_pool != "token" or arch.fc_norm):
+        fail(
+            "dist_token",
+            "the distillation token is read with the CLS token: needs global_pool 'token' and no fc_norm",
+        )
+    if arch.dist_token and not arch.class_token:
+        fail("dist_token", "needs class_token true")
+    if arch.dist_token and (arch.reg_tokens or arch.no_embed_class):
+        fail(
+            "dist_token",
+            "cannot be combined with reg_tokens or no_embed_class (timm's distilled DeiT has neither)",
+        )
 
 
 def uncovered_pixels(arch: ViTArch) -> tuple[int, int]:
@@ -227,6 +267,12 @@ class ViTReID(nn.Module):
             num_classes=0,
             global_pool=arch.global_pool,
             fc_norm=arch.fc_norm,
+            init_values=arch.init_values,
+            qk_norm=arch.qk_norm,
+            class_token=arch.class_token,
+            dist_token=arch.dist_token,
+            reg_tokens=arch.reg_tokens,
+            no_embed_class=arch.no_embed_class,
         )
         self.head = _build_head(arch, self.backbone)
 
@@ -246,6 +292,8 @@ def _branch(arch: ViTArch, heads: int) -> JPMBranch:
         scale,
         arch.norm_eps,
         arch.drop_path,
+        init_values=arch.init_values,
+        qk_norm=arch.qk_norm,
     )
     _init_like_backbone(block)
     return JPMBranch(block, nn.LayerNorm(arch.embed_dim, eps=arch.norm_eps))
@@ -263,7 +311,7 @@ def _build_head(arch: ViTArch, backbone: VisionTransformer) -> nn.Module:
     opts = arch.options()
     dim, classes = arch.embed_dim, arch.num_classes
     if arch.head == "linear":
-        return LinearHead(dim, classes)
+        return LinearHead(dim, classes, distilled=arch.dist_token)
     if arch.head == "la":
         parts = int(opts["num_parts"]) or backbone.grid_size[0]
         return LAHead(
@@ -317,7 +365,8 @@ def attention_params(arch: ViTArch, include_branches: bool = False) -> int:
     heads = list(arch.num_heads) + (arch.branch_heads() if include_branches and arch.uses_jpm else [])
     d = arch.embed_dim
     per_head = 3 * arch.head_dim * d + arch.head_dim * d + (3 * arch.head_dim if arch.qkv_bias else 0)
-    return sum(h * per_head + d for h in heads)  # + d: proj bias, one per block
+    qk_norm = 4 * arch.head_dim if arch.qk_norm else 0  # q_norm and k_norm: weight + bias each
+    return sum(h * per_head + d + qk_norm for h in heads)  # + d: proj bias, one per block
 
 
 # ---------------------------------------------------------------------------------------------
