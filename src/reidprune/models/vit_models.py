@@ -68,6 +68,10 @@ class ViTArch:
       norm) or "avg" (mean of the patch positions, MAE / timm global_pool="avg"); fc_norm: a
       LayerNorm after pooling instead of the final norm (None = only with "avg", as timm).
     tokens: token-reduction spec owned by reidprune.compress.tokens (None = dense model).
+    Prefix tokens, LayerScale and qk-norm (timm's VisionTransformer arguments): class_token,
+      dist_token (DeiT's distillation token), reg_tokens (registers), no_embed_class (position
+      embedding over the patches only, DeiT-III), init_values (LayerScale init; None = no
+      LayerScale), qk_norm (LayerNorm on q and k per head).
     """
 
     family: str = "vit"
@@ -93,6 +97,17 @@ class ViTArch:
     tokens: dict[str, Any] | None = None
     global_pool: str = "token"
     fc_norm: bool | None = None
+    class_token: bool = True
+    dist_token: bool = False
+    reg_tokens: int = 0
+    no_embed_class: bool = False
+    init_values: float | None = None
+    qk_norm: bool = False
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class, distillation and register tokens before the patches."""
+        return int(self.class_token) + int(self.dist_token) + self.reg_tokens
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -166,6 +181,18 @@ def validate_arch(arch: ViTArch) -> None:
                 "head_options.num_local",
                 f"{local} local branches need 1..{patches} patches ({arch.grid_size} grid)",
             )
+    if arch.global_pool == "token" and not arch.class_token:
+        fail("class_token", "global_pool 'token' reads the class token; use global_pool 'avg' without one")
+    if isinstance(arch.reg_tokens, bool) or not isinstance(arch.reg_tokens, int) or arch.reg_tokens < 0:
+        fail("reg_tokens", f"expected an int >= 0, got {arch.reg_tokens!r}")
+    if arch.head == "transreid" and arch.num_prefix_tokens != 1:
+        fail(
+            "head", "the TransReID head reads exactly one prefix (class) token; drop dist_token / reg_tokens"
+        )
+    if arch.init_values is not None and (
+        isinstance(arch.init_values, bool) or not isinstance(arch.init_values, int | float)
+    ):
+        fail("init_values", f"expected a number (LayerScale init) or null, got {arch.init_values!r}")
     if arch.num_classes < 0:
         fail("num_classes", f"expected >= 0 (0 = no classifier), got {arch.num_classes}")
     if arch.head == "la" and int(arch.options()["num_parts"]) < 0:
@@ -227,6 +254,12 @@ class ViTReID(nn.Module):
             num_classes=0,
             global_pool=arch.global_pool,
             fc_norm=arch.fc_norm,
+            class_token=arch.class_token,
+            dist_token=arch.dist_token,
+            reg_tokens=arch.reg_tokens,
+            no_embed_class=arch.no_embed_class,
+            init_values=arch.init_values,
+            qk_norm=arch.qk_norm,
         )
         self.head = _build_head(arch, self.backbone)
 
@@ -246,6 +279,8 @@ def _branch(arch: ViTArch, heads: int) -> JPMBranch:
         scale,
         arch.norm_eps,
         arch.drop_path,
+        arch.init_values,
+        arch.qk_norm,
     )
     _init_like_backbone(block)
     return JPMBranch(block, nn.LayerNorm(arch.embed_dim, eps=arch.norm_eps))

@@ -99,24 +99,31 @@ def attach_reducers(model: nn.Module, spec: Mapping[str, Any] | TokenSpec | None
     loaded next fills them. Raises CompressionError when the spec does not fit the model.
     """
     layout = find_backbone(model)
-    parsed = parse_spec(spec, layout.depth, layout.num_tokens) if spec is not None else None
+    parsed = _parse(spec, layout) if spec is not None else None
     _attach(layout, parsed)
     return parsed
+
+
+def _parse(
+    spec: Mapping[str, Any] | TokenSpec, layout: BackboneLayout, where: str = "arch.tokens"
+) -> TokenSpec:
+    return parse_spec(spec, layout.depth, layout.num_tokens, where, layout.num_prefix_tokens)
 
 
 def _attach(
     layout: BackboneLayout, spec: TokenSpec | None, pm_weights: Mapping[int, torch.Tensor] | None = None
 ) -> None:
     reducers: list[nn.Module | None] = [None] * layout.depth
+    p = layout.num_prefix_tokens
     if isinstance(spec, AmgSpec):
         if spec.mode == "kv":
             reducers = [KeyValueReducer(k) if k is not None else None for k in spec.kept]
         else:
             reducers = [SkipReducer(k, spec.num_tokens) if k is not None else None for k in spec.kept]
     elif isinstance(spec, TopkSpec):
-        reducers = [TopKReducer(k, spec.fuse) if k is not None else None for k in spec.keep]
+        reducers = [TopKReducer(k, spec.fuse, p) if k is not None else None for k in spec.keep]
     elif isinstance(spec, TomeSpec):
-        reducers = [ToMeReducer(r, spec.prop_attn) if r > 0 else None for r in spec.r]
+        reducers = [ToMeReducer(r, spec.prop_attn, p) if r > 0 else None for r in spec.r]
     elif isinstance(spec, PmSpec) and spec.dense:
         reducers = [
             DensePruneMergeReducer(c, spec.num_tokens) if c is not None else None for c in spec.tokens or ()
@@ -124,7 +131,7 @@ def _attach(
     elif isinstance(spec, PmSpec):
         weights = pm_weights or {}
         reducers = [
-            PruneMergeReducer(s, weights.get(i), spec.restore) if s is not None else None
+            PruneMergeReducer(s, weights.get(i), spec.restore, p) if s is not None else None
             for i, s in enumerate(spec.segments or ())
         ]
     for block, reducer in zip(layout.blocks, reducers, strict=True):
@@ -237,10 +244,10 @@ def prune_tokens(
     spec: dict[str, Any] | TokenSpec | None = None
     if method == "topk":  # data-free plans are checked before the model is copied
         spec, details = _plan_topk(layout, rate, opts)
-        spec = parse_spec(spec, layout.depth, layout.num_tokens, where=where)
+        spec = _parse(spec, layout, where)
     elif method == "tome":
         spec, details = _plan_tome(layout, rate, opts)
-        spec = parse_spec(spec, layout.depth, layout.num_tokens, where=where)
+        spec = _parse(spec, layout, where)
 
     new_model = copy.deepcopy(model)
     new_layout = find_backbone(new_model)
@@ -257,7 +264,7 @@ def prune_tokens(
         spec, details = _plan_amg(new_model, new_layout, existing, rate, data, opts, calib)
     elif method == "pm":
         spec, details, pm_weights = _plan_pm(new_model, new_layout, rate, data, opts, calib)
-    spec = parse_spec(spec, new_layout.depth, new_layout.num_tokens, where=where)
+    spec = _parse(spec, new_layout, where)
     _attach(new_layout, spec, pm_weights)
     if arch is not None:
         new_model.arch = dataclasses.replace(arch, tokens=spec.to_dict())
@@ -320,7 +327,7 @@ def _calibrated_scores(
         seen = {"batches": summary.batches, "images": summary.images}
     else:  # filled by a calibration pass shared with other statistics (e.g. head entropy)
         seen = {"batches": max(stat.calls.values(), default=0), "images": -1}
-    raw = scores_by_position(stat, names, key_positions, layout.num_tokens)
+    raw = scores_by_position(stat, names, key_positions, layout.num_tokens, layout.num_prefix_tokens)
     scored = [name in stat.sums for name in names]
     if not any(scored):
         raise CompressionError(
@@ -347,7 +354,7 @@ def _plan_amg(
         raw, scored, calibration = _calibrated_scores(model, layout, keys, data, calib)
     else:
         raw = torch.where(alive, 0.0, float("nan")).double()
-        raw[:, 0] = float("nan")
+        raw[:, : layout.num_prefix_tokens] = float("nan")
         scored = [True] * depth
     raw[torch.tensor([not s for s in scored])] = float("nan")
     scored_rank = torch.cumsum(torch.tensor(scored, dtype=torch.long), 0) - 1
@@ -368,6 +375,7 @@ def _plan_amg(
     alive &= ~remove
     kept = [None if bool(row.all()) else torch.nonzero(row).flatten().tolist() for row in alive]
     spec = {"method": "amg", "mode": opts["mode"], "num_tokens": n_tok, "kept": kept}
+    spec = _with_prefix(spec, layout)
     details = {
         "mode": opts["mode"],
         "selection": opts["selection"],
@@ -405,6 +413,10 @@ def _check_locations(locations: Any, depth: int) -> None:
 def _plan_topk(
     layout: BackboneLayout, rate: float, opts: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not layout.has_class_token:
+        raise CompressionError(
+            "topk ranks tokens by the class token's attention; this backbone has no class token"
+        )
     locations = (
         sorted(opts["locations"]) if opts["locations"] is not None else default_locations(layout.depth)
     )
@@ -416,7 +428,9 @@ def _plan_topk(
         if k < current:
             keep[loc] = k
             current = k + int(fuse)
-    spec = {"method": "topk", "num_tokens": layout.num_tokens, "fuse": fuse, "keep": keep}
+    spec = _with_prefix(
+        {"method": "topk", "num_tokens": layout.num_tokens, "fuse": fuse, "keep": keep}, layout
+    )
     details = {"locations": locations, "keep_rate": 1.0 - rate, "fuse": fuse, "kept_tokens": keep}
     return spec, details
 
@@ -445,7 +459,7 @@ def _plan_pm(
     depth, patches = layout.depth, layout.num_patches
     raw, scored, calibration = _calibrated_scores(model, layout, [None] * depth, data, calib)
     discount = 1.0 - opts["depth_discount"] * torch.arange(depth, dtype=torch.float64)
-    values = normalise_scores(raw, discount)[:, 1:]
+    values = normalise_scores(raw, discount)[:, layout.num_prefix_tokens :]
     rows = [i for i, s in enumerate(scored) if s]
     n_keep = len(rows) * math.floor(patches * (1.0 - rate))
     n_prune = len(rows) * math.floor(patches * opts["prune_rate"])
@@ -467,13 +481,16 @@ def _plan_pm(
         "segments": segments,
         "restore": opts["restore"],
     }
+    spec = _with_prefix(spec, layout)
     details = {
         "restore": opts["restore"],
         "keep_rate": 1.0 - rate,
         "prune_rate": opts["prune_rate"],
         "depth_discount": opts["depth_discount"],
         "scored_blocks": rows,
-        "merged_tokens": [1 + len(c) if c is not None else layout.num_tokens for c in centres],
+        "merged_tokens": [
+            layout.num_prefix_tokens + len(c) if c is not None else layout.num_tokens for c in centres
+        ],
         "pruned_tokens": [int(pruned[r].sum()) for r in range(len(rows))],
         "centres": centres,
         "calibration": calibration,
@@ -505,7 +522,7 @@ def _plan_tome(
         r = round(2.0 * rate * layout.num_patches / layout.depth)
     schedule, current = [], layout.num_tokens
     for i in range(layout.depth):
-        ri = r[i] if isinstance(r, list | tuple) else min(r, tome_max_r(current))
+        ri = r[i] if isinstance(r, list | tuple) else min(r, tome_max_r(current, layout.num_prefix_tokens))
         schedule.append(int(ri))
         current -= int(ri)
     spec = {
@@ -515,4 +532,10 @@ def _plan_tome(
         "r": schedule,
     }
     details = {"r": schedule, "prop_attn": bool(opts["prop_attn"]), "final_tokens": current}
-    return spec, details
+    return _with_prefix(spec, layout), details
+
+
+def _with_prefix(spec: dict[str, Any], layout: BackboneLayout) -> dict[str, Any]:
+    """The spec dict, with num_prefix_tokens when the backbone has more or fewer than one."""
+    p = layout.num_prefix_tokens
+    return spec if p == 1 else {**spec, "num_prefix_tokens": p}

@@ -19,15 +19,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from reidprune.errors import CompressionError
-from reidprune.models.vit import Block, TokenState
+from reidprune.models.vit import Block, TokenHooks, TokenState
 
 
-class KeyValueReducer(nn.Module):
-    """Block with all N queries and c kept keys/values. kept: (c,) original positions, CLS first."""
+class KeyValueReducer(TokenHooks):
+    """Block with all N queries and c kept keys/values. kept: (c,) original positions, every prefix
+    token included (the spec guarantees it)."""
 
     def __init__(self, kept: Sequence[int]) -> None:
         super().__init__()
@@ -36,24 +36,12 @@ class KeyValueReducer(nn.Module):
     def extra_repr(self) -> str:
         return f"kept={self.kept.numel()}"
 
-    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        attn = block.attn
-        b, n, _ = x.shape
-        heads, dim = attn.num_heads, attn.head_dim
-        inner = heads * dim
-        h = block.norm1(x)
-        weight, bias = attn.qkv.weight, attn.qkv.bias
-        q = F.linear(h, weight[:inner], bias[:inner] if bias is not None else None)
-        kv = F.linear(
-            h.index_select(1, self.kept), weight[inner:], bias[inner:] if bias is not None else None
-        )
-        q = q.reshape(b, n, heads, dim).transpose(1, 2)
-        kv = kv.reshape(b, -1, 2, heads, dim).permute(2, 0, 3, 1, 4)
-        x = x + block.drop_path(attn.proj(attn.attend(q, kv[0], kv[1])))
-        return x + block.drop_path(block.mlp(block.norm2(x))), state
+    def keys_values(self, block: Block, h: Tensor, state: TokenState) -> Tensor:
+        # gathered before the k / v projection: only the kept rows are projected
+        return h.index_select(1, self.kept)
 
 
-class SkipReducer(nn.Module):
+class SkipReducer(TokenHooks):
     """Only the kept tokens (c,) go through the block; the others keep their features.
 
     Output = cat([block(x[kept]), x[skipped]])[order] with the static inverse permutation `order`:
@@ -76,8 +64,12 @@ class SkipReducer(nn.Module):
     def extra_repr(self) -> str:
         return f"kept={self.kept.numel()}"
 
-    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        y = block.forward_dense(x.index_select(1, self.kept))
+    def before_attention(self, block: Block, x: Tensor, state: TokenState) -> Tensor:
+        return x.index_select(1, self.kept)
+
+    def after_block(
+        self, block: Block, x: Tensor, z: Tensor, y: Tensor, state: TokenState
+    ) -> tuple[Tensor, TokenState]:
         return torch.cat([y, x.index_select(1, self.skipped)], dim=1).index_select(1, self.order), state
 
 

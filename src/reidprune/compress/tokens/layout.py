@@ -30,8 +30,17 @@ class BackboneLayout:
 
     @property
     def num_tokens(self) -> int:
-        """1 (CLS) + P patch tokens."""
+        """Prefix tokens (class, distillation, registers) + P patch tokens."""
         return self.vit.num_tokens
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Leading tokens no reducer may drop or merge (positions 0..num_prefix_tokens-1)."""
+        return self.vit.num_prefix_tokens
+
+    @property
+    def has_class_token(self) -> bool:
+        return getattr(self.vit, "cls_token", None) is not None
 
     @property
     def num_patches(self) -> int:
@@ -55,8 +64,4 @@ def find_backbone(model: nn.Module) -> BackboneLayout:
             f"{type(model).__name__} has none"
         )
     name, vit = min(found, key=lambda item: item[0].count(".") if item[0] else -1)
-    if vit.num_prefix_tokens != 1:
-        raise CompressionError(
-            f"token reducers expect exactly one prefix (CLS) token; the backbone has {vit.num_prefix_tokens}"
-        )
     return BackboneLayout(vit=vit, prefix=f"{name}." if name else "")

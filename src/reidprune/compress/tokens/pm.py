@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from reidprune.errors import CompressionError
-from reidprune.models.vit import Block, TokenState
+from reidprune.models.vit import Block, TokenHooks, TokenState
 
 
 @dataclass(frozen=True)
@@ -127,16 +127,21 @@ def dense_matrices(segment: Sequence[int] | Tensor, weight: Tensor) -> tuple[Ten
 RESTORES = ("residual", "projection")
 
 
-class PruneMergeReducer(nn.Module):
+class PruneMergeReducer(TokenHooks):
     """Sparse Prune-and-Merge block. Trainable: `merge_weight`, `restore_weight` (one per member).
 
     segment: (P,) segment id per patch (-1 = pruned); weight: (P,) initial merge weights.
     restore: "residual" (members keep their stream and get the segment's update) or "projection"
-    (the paper's R = pinv(M)); see the module docstring.
+    (the paper's R = pinv(M)); see the module docstring. The first num_prefix_tokens tokens
+    (class, distillation, registers) go through the block as themselves.
     """
 
     def __init__(
-        self, segment: Sequence[int], weight: Tensor | None = None, restore: str = "residual"
+        self,
+        segment: Sequence[int],
+        weight: Tensor | None = None,
+        restore: str = "residual",
+        num_prefix_tokens: int = 1,
     ) -> None:
         super().__init__()
         if restore not in RESTORES:
@@ -145,19 +150,22 @@ class PruneMergeReducer(nn.Module):
         member = torch.nonzero(seg >= 0).flatten()
         pruned = torch.nonzero(seg < 0).flatten()
         k = int(seg.max()) + 1
-        n = seg.numel() + 1
+        p = int(num_prefix_tokens)
+        n = seg.numel() + p
         self.num_segments = k
+        self.num_prefix_tokens = p
         self.restore = restore
-        self.register_buffer("members", member + 1, persistent=False)  # sequence positions
+        self.register_buffer("members", member + p, persistent=False)  # sequence positions
         self.register_buffer("segment", seg[member], persistent=False)
-        self.register_buffer("pruned", pruned + 1, persistent=False)
-        # rows of cat([y (1 + K), x[pruned]]) that give each output position, and the scale slots
+        self.register_buffer("pruned", pruned + p, persistent=False)
+        # rows of cat([y (p + K), x[pruned]]) that give each output position, and the scale slots
         source = torch.zeros(n, dtype=torch.long)
-        source[member + 1] = 1 + seg[member]
-        source[pruned + 1] = 1 + k + torch.arange(pruned.numel())
+        source[:p] = torch.arange(p)
+        source[member + p] = p + seg[member]
+        source[pruned + p] = p + k + torch.arange(pruned.numel())
         self.register_buffer("source", source, persistent=False)
         scale_index = torch.zeros(n, dtype=torch.long)  # 0 -> a constant 1, 1 + i -> restore_weight[i]
-        scale_index[member + 1] = 1 + torch.arange(member.numel())
+        scale_index[member + p] = 1 + torch.arange(member.numel())
         self.register_buffer("scale_index", scale_index, persistent=False)
         w = torch.ones(seg.numel()) if weight is None else torch.as_tensor(weight, dtype=torch.float32)
         w = w[member]
@@ -168,8 +176,8 @@ class PruneMergeReducer(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"tokens={1 + self.num_segments}, merged={self.members.numel()}, pruned={self.pruned.numel()}, "
-            f"restore={self.restore}"
+            f"tokens={self.num_prefix_tokens + self.num_segments}, merged={self.members.numel()}, "
+            f"pruned={self.pruned.numel()}, restore={self.restore}"
         )
 
     def _segment_sum(self, values: Tensor, batch: int) -> Tensor:
@@ -180,26 +188,30 @@ class PruneMergeReducer(nn.Module):
             return out.scatter_add(1, index, values)
         return out.index_add(1, self.segment, values)  # row-wise: several times faster than scatter_add
 
-    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        b, _, d = x.shape
+    def before_attention(self, block: Block, x: Tensor, state: TokenState) -> Tensor:
+        """z = [prefix tokens, merged segments]: weighted sums (projection) or means (residual)."""
         weight = self.merge_weight.to(x.dtype)
-        merged = self._segment_sum(x.index_select(1, self.members) * weight.unsqueeze(-1), b)
+        merged = self._segment_sum(x.index_select(1, self.members) * weight.unsqueeze(-1), x.shape[0])
+        if self.restore == "residual":
+            # (1, K, 1) merge-weight sums; the floor keeps a segment whose weights decayed to 0 finite
+            merged = merged / self._segment_sum(weight.view(1, -1, 1), 1).clamp_min(1e-6)
+        return torch.cat([x[:, : self.num_prefix_tokens], merged], dim=1)
+
+    def after_block(
+        self, block: Block, x: Tensor, z: Tensor, y: Tensor, state: TokenState
+    ) -> tuple[Tensor, TokenState]:
+        b, _, d = x.shape
         scale = torch.cat([self.restore_weight.new_ones(1), self.restore_weight]).to(x.dtype)
         scale = scale.index_select(0, self.scale_index).unsqueeze(-1)
         if self.restore == "projection":
-            y = block.forward_dense(torch.cat([x[:, :1], merged], dim=1))
             out = torch.cat([y, x.index_select(1, self.pruned)], dim=1).index_select(1, self.source)
             return out * scale, state
-        # (1, K, 1) merge-weight sums; the floor keeps a segment whose weights decayed to 0 finite
-        total = self._segment_sum(weight.view(1, -1, 1), 1).clamp_min(1e-6)
-        z = torch.cat([x[:, :1], merged / total], dim=1)
-        update = block.forward_dense(z) - z
         # pruned patches take no update: they skip the block
-        update = torch.cat([update, update.new_zeros(b, self.pruned.numel(), d)], dim=1)
+        update = torch.cat([y - z, y.new_zeros(b, self.pruned.numel(), d)], dim=1)
         return x + update.index_select(1, self.source) * scale, state
 
 
-class DensePruneMergeReducer(nn.Module):
+class DensePruneMergeReducer(TokenHooks):
     """Dense Prune-and-Merge block (released PM-ViT checkpoints): out = R block(M x) + (1 - m) x."""
 
     def __init__(self, tokens: int, num_tokens: int) -> None:
@@ -213,7 +225,11 @@ class DensePruneMergeReducer(nn.Module):
     def extra_repr(self) -> str:
         return f"tokens={self.merge_matrix.shape[0]}, dense"
 
-    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        y = block.forward_dense(torch.matmul(self.merge_matrix.to(x.dtype), x))
+    def before_attention(self, block: Block, x: Tensor, state: TokenState) -> Tensor:
+        return torch.matmul(self.merge_matrix.to(x.dtype), x)
+
+    def after_block(
+        self, block: Block, x: Tensor, z: Tensor, y: Tensor, state: TokenState
+    ) -> tuple[Tensor, TokenState]:
         skip = x * (1.0 - self.token_mask.to(x.dtype)).view(1, -1, 1)
         return torch.matmul(self.recover_matrix.to(x.dtype), y) + skip, state

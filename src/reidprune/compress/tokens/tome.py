@@ -5,10 +5,11 @@ In each block, between the attention and the MLP, r tokens are merged away:
 1. the tokens are split alternately into sets A (even positions, CLS included) and B (odd);
 2. each A token is linked to its most similar B token (cosine similarity of the attention keys,
    averaged over heads);
-3. the r links with the highest similarity are kept (the CLS token is never merged);
+3. the r links with the highest similarity are kept (prefix tokens -- class, distillation,
+   registers -- are never merged, nor merged into);
 4. each linked A token is merged into its B token: a size-weighted average, computed as
    scatter-add sums divided by the summed sizes (exportable to ONNX, unlike a scatter "mean");
-5. the sequence becomes [unmerged A tokens in their order, B tokens].
+5. the sequence becomes [prefix tokens, unmerged A tokens in their order, B tokens].
 Token sizes (how many patches a token stands for) are tracked across blocks; with proportional
 attention log(size) is added to the attention logits of every key.
 `TokenState.slot` maps every original position to the token that now carries it, so
@@ -18,24 +19,32 @@ attention log(size) is added to the attention logits of every key.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from reidprune.compress.tokens.indexing import take_rows
 from reidprune.compress.tokens.topk import carried_positions
-from reidprune.models.vit import Block, TokenState
+from reidprune.models.vit import Block, TokenHooks, TokenState
 
 
-def bipartite_matching(metric: Tensor, r: int) -> tuple[Tensor, Tensor, Tensor]:
+def bipartite_matching(metric: Tensor, r: int, num_prefix_tokens: int = 1) -> tuple[Tensor, Tensor, Tensor]:
     """Which A tokens merge into which B tokens.
 
-    metric: (B, N, d) token descriptors; A = even positions (CLS = A[0], never merged), B = odd.
+    metric: (B, N, d) token descriptors; A = even positions, B = odd. The first num_prefix_tokens
+    positions (class, distillation, registers) never merge: a prefix A token is never a source
+    and a prefix B token never a destination (ToMe's class / distillation token rule).
     Returns (unmerged, src, dst): unmerged (B, N_A - r) A indices in increasing order, src (B, r)
     the merged A indices, dst (B, r) the B index each src token merges into.
     """
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     a, b = metric[:, ::2], metric[:, 1::2]
-    best, best_b = (a @ b.transpose(1, 2)).max(dim=-1)  # best B match of every A token: (B, N_A)
-    best = torch.cat([torch.full_like(best[:, :1], float("-inf")), best[:, 1:]], dim=1)  # CLS never merges
+    scores = a @ b.transpose(1, 2)
+    prefix_a, prefix_b = (num_prefix_tokens + 1) // 2, num_prefix_tokens // 2
+    if prefix_b:
+        scores = torch.cat(
+            [torch.full_like(scores[..., :prefix_b], float("-inf")), scores[..., prefix_b:]], -1
+        )
+    best, best_b = scores.max(dim=-1)  # best B match of every A token: (B, N_A)
+    best = torch.cat([torch.full_like(best[:, :prefix_a], float("-inf")), best[:, prefix_a:]], dim=1)
     order = best.argsort(dim=-1, descending=True)  # (a stable sort does not export to ONNX)
     src = order[:, :r]
     unmerged = order[:, r:].sort(dim=-1).values
@@ -44,12 +53,13 @@ def bipartite_matching(metric: Tensor, r: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def merge_tokens(
-    x: Tensor, size: Tensor, unmerged: Tensor, src: Tensor, dst: Tensor
+    x: Tensor, size: Tensor, unmerged: Tensor, src: Tensor, dst: Tensor, num_prefix_tokens: int = 1
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Size-weighted merge of A[src] into B[dst].
 
     x: (B, N, D), size: (B, N, 1). Returns the merged x (B, N - r, D), its sizes (B, N - r, 1) and
-    new_index (B, N): the new index of every input token (merged tokens -> their B token).
+    new_index (B, N): the new index of every input token (merged tokens -> their B token). The
+    output is [prefix tokens in their order, unmerged A tokens, B tokens].
     """
     batch, n, d = x.shape
     n_a = (n + 1) // 2
@@ -74,29 +84,53 @@ def merge_tokens(
     new_index = torch.stack([index_a[:, :n_b], index_b], dim=2).reshape(batch, 2 * n_b)
     if n_a > n_b:
         new_index = torch.cat([new_index, index_a[:, n_b:]], dim=1)
+    if num_prefix_tokens > 1:  # prefix B tokens sit after the A block: move them back to the front
+        perm, inverse = _prefix_first(num_prefix_tokens, kept_a, n - r, x.device)
+        merged, new_size = merged.index_select(1, perm), new_size.index_select(1, perm)
+        new_index = inverse[new_index]
     return merged, new_size, new_index
 
 
-class ToMeReducer(nn.Module):
-    """Merge `r` tokens after this block's attention (bipartite soft matching)."""
+def _prefix_first(prefix: int, kept_a: int, total: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Static permutation of [unmerged A, B] putting the prefix tokens first, and its inverse.
 
-    def __init__(self, r: int, prop_attn: bool = True) -> None:
+    Prefix position i is A token i // 2 (even i, first among the unmerged: they never merge) or
+    B token i // 2 (odd i).
+    """
+    prefix_a, prefix_b = (prefix + 1) // 2, prefix // 2
+    head = [i // 2 if i % 2 == 0 else kept_a + i // 2 for i in range(prefix)]
+    rest = list(range(prefix_a, kept_a)) + list(range(kept_a + prefix_b, total))
+    perm = torch.tensor(head + rest, dtype=torch.long, device=device)
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(total, device=device)
+    return perm, inverse
+
+
+class ToMeReducer(TokenHooks):
+    """Merge `r` tokens after this block's attention (bipartite soft matching); the first
+    `num_prefix_tokens` tokens are never merged."""
+
+    def __init__(self, r: int, prop_attn: bool = True, num_prefix_tokens: int = 1) -> None:
         super().__init__()
         self.r = int(r)
         self.prop_attn = bool(prop_attn)
+        self.num_prefix_tokens = int(num_prefix_tokens)
 
     def extra_repr(self) -> str:
         return f"r={self.r}, prop_attn={self.prop_attn}"
 
-    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        attn = block.attn
+    def attention_bias(self, block: Block, x: Tensor, state: TokenState) -> Tensor | None:
+        # proportional attention: log(size) added to every key's logit
+        if self.prop_attn and state.size is not None:
+            return state.size.log().transpose(1, 2).unsqueeze(1)
+        return None
+
+    def after_attention(
+        self, block: Block, x: Tensor, q: Tensor, k: Tensor, state: TokenState
+    ) -> tuple[Tensor, TokenState]:
         b, n, _ = x.shape
-        q, k, v = attn.split_qkv(block.norm1(x))
         size = state.size if state.size is not None else x.new_ones(b, n, 1)
-        bias = size.log().transpose(1, 2).unsqueeze(1) if self.prop_attn and state.size is not None else None
-        x = x + block.drop_path(attn.proj(attn.attend(q, k, v, bias)))
-        unmerged, src, dst = bipartite_matching(k.mean(dim=1), self.r)
-        x, size, new_index = merge_tokens(x, size, unmerged, src, dst)
+        unmerged, src, dst = bipartite_matching(k.mean(dim=1), self.r, self.num_prefix_tokens)
+        x, size, new_index = merge_tokens(x, size, unmerged, src, dst, self.num_prefix_tokens)
         slot = new_index.gather(1, carried_positions(state, b, n, x.device))
-        x = x + block.drop_path(block.mlp(block.norm2(x)))
         return x, TokenState(source=None, size=size, slot=slot, grid=state.grid)
