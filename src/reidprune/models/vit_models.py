@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from reidprune.models.output import ModelOutput
 from reidprune.models.registry import register, register_family
 from reidprune.models.reid_heads import BNNeckHead, JPMBranch, JPMHead, LAHead, LinearHead
+from reidprune.models.tokens import attach_reducers
 from reidprune.models.vit import Block, VisionTransformer
 
 HEADS = ("linear", "bnneck", "la", "transreid")
@@ -67,7 +68,7 @@ class ViTArch:
     global_pool: the image feature of the "linear" / "bnneck" heads: "token" (CLS after the final
       norm) or "avg" (mean of the patch positions, MAE / timm global_pool="avg"); fc_norm: a
       LayerNorm after pooling instead of the final norm (None = only with "avg", as timm).
-    tokens: token-reduction spec owned by reidprune.compress.tokens (None = dense model).
+    tokens: token-reduction spec owned by reidprune.models.tokens (None = dense model).
     Prefix tokens, LayerScale and qk-norm (timm's VisionTransformer arguments): class_token,
       dist_token (DeiT's distillation token), reg_tokens (registers), no_embed_class (position
       embedding over the patches only, DeiT-III), init_values (LayerScale init; None = no
@@ -337,8 +338,6 @@ def build_vit(arch: ViTArch) -> ViTReID:
     model = ViTReID(arch)
     model.arch = arch
     if arch.tokens is not None:
-        from reidprune.compress.tokens import attach_reducers  # owned by the token-reduction module
-
         attach_reducers(model, arch.tokens)
     return model
 

@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 
 from reidprune.errors import CompressionError
+from reidprune.models.tokens.method import normalise_scores
+
+__all__ = ["TaylorKeyScore", "normalise_scores", "scores_by_position"]
 
 
 class TaylorKeyScore:
@@ -72,14 +75,3 @@ def scores_by_position(
         out[i, index] = values
     out[:, :num_prefix_tokens] = float("nan")
     return out
-
-
-def normalise_scores(scores: Tensor, discount: Tensor) -> Tensor:
-    """Per-block L2 normalisation over the candidate (non-NaN) entries, times a depth factor.
-
-    scores: (L, N) with NaN for non-candidates; discount: (L,) multiplier per block (1 - c*l).
-    Returns (L, N) with NaN kept. A block whose scores are all zero stays zero.
-    """
-    finite = torch.nan_to_num(scores, nan=0.0).abs()
-    norm = finite.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(torch.finfo(scores.dtype).tiny)
-    return scores.abs() / norm * discount.to(scores.dtype).unsqueeze(1)
