@@ -3,8 +3,11 @@
 What differs from timm's VisionTransformer, and why:
 - every block has its own number of heads (head pruning removes heads block by block), while the
   head dimension and the softmax scale stay as trained;
-- every block can carry a token reducer (`Block.reducer`) that decides how the block is applied
-  to the sequence (fewer keys, skipped tokens, merged tokens);
+- the block body exists once (`Block.run`); a token reducer (`Block.reducer`, a `TokenHooks`)
+  acts through hooks around it: which tokens the block runs on, which give keys / values, an
+  attention bias, a reduction between attention and MLP, and a write-back after the block;
+- LayerScale (`ls1` / `ls2`), qk-norm (`attn.q_norm` / `attn.k_norm`) and any number of prefix
+  tokens (class, DeiT's distillation token, registers; `num_prefix_tokens`) as in timm;
 - the patch embedding may overlap (TransReID stride 12 / 11), and an optional camera
   side-information embedding (TransReID SIE) is added to every token;
 - attention can be probed (`Attention.probe`) to collect attention maps and their gradients for
@@ -16,15 +19,9 @@ What differs from timm's VisionTransformer, and why:
   token reducers did (a merged position with its merged token, a dropped one with its features
   when it was dropped): with identity blocks every reducer gives the dense model's feature.
 
-Parameter names match timm (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_token`, `pos_embed`,
-`blocks.{i}.attn.qkv`, `blocks.{i}.attn.q_norm` / `k_norm` (qk-norm), `blocks.{i}.ls1.gamma` / `ls2.gamma`
-(LayerScale, DeiT-III / CaiT), `blocks.{i}.mlp.fc1`, `norm`, `fc_norm`, `head`), so timm, DeiT and MAE
-state dicts load unchanged.
-
-Prefix tokens, in timm's order: the CLS token (class_token), the distillation token (dist_token,
-DeiT distilled), then reg_tokens register tokens; `num_prefix_tokens` counts them. The position
-embedding covers the prefix tokens too, or only the patches with `no_embed_class` (DeiT-III, register
-models: added to the patches before the prefix tokens are put in front).
+Parameter names match timm (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_token`,
+`pos_embed`, `blocks.{i}.attn.qkv`, `blocks.{i}.attn.q_norm`, `blocks.{i}.ls1.gamma`,
+`blocks.{i}.mlp.fc1`, `norm`, `fc_norm`, `head`), so timm, DeiT and MAE state dicts load unchanged.
 """
 
 from __future__ import annotations
@@ -42,21 +39,73 @@ from torch import Tensor, nn
 class TokenState:
     """Bookkeeping that travels with the token sequence through the blocks.
 
-    source: (B, N_cur) long, the original position (0 = CLS, 1.. = patches in raster order) of each
-      current token; None while the sequence is still the original one.
+    Positions are ORIGINAL positions: 0..num_prefix_tokens-1 are the prefix tokens (class,
+    distillation, registers, in that order), then the P patches in raster order. Invariants every
+    reducer keeps:
+    - the prefix tokens are never dropped or merged, and they lead the sequence in their original
+      order: current tokens 0..num_prefix_tokens-1 are always the prefix tokens;
+    - a field is None until a reducer first changes what it describes, so a dense model carries an
+      empty state and `restore_grid` returns its tokens unchanged.
+
+    source: (B, N_cur) long, the original position of each current token; None while the sequence
+      is still the original one (reducers that only permute the sequence set it).
     size: (B, N_cur, 1) float, how many original tokens each current token stands for (merging
       reducers use it for proportional attention); None while every token stands for one.
-    slot: (B, 1 + P) long, for each original position the index of the current token that carries
-      it (merged positions share a token), or -1 once the token was dropped from the sequence;
-      None while the sequence is still the original one. Set by dropping / merging reducers.
-    grid: (B, 1 + P, D), the last features of every original position, kept up to date for
-      dropped positions (rows of positions still carried are stale); None when nothing was dropped.
+    slot: (B, num_prefix_tokens + P) long, for each original position the index of the current
+      token that carries it (merged positions share a token), or -1 once the token was dropped from
+      the sequence; None while the sequence is still the original one. Set by dropping / merging
+      reducers; when set it wins over `source`.
+    grid: (B, num_prefix_tokens + P, D), the last features of every original position, kept up to
+      date for dropped positions (rows of positions still carried are stale); None when nothing
+      was dropped.
     """
 
     source: Tensor | None = None
     size: Tensor | None = None
     slot: Tensor | None = None
     grid: Tensor | None = None
+
+
+class TokenHooks(nn.Module):
+    """A token reducer: hooks around the one block body (`Block.run`), each a no-op by default.
+
+    The block computes, with z the sequence it runs on:
+        z = before_attention(x)                  # the tokens the block processes (queries too)
+        h = norm1(z); kv = keys_values(h)        # the normed tokens that give keys / values
+        a = attn(h, kv, bias=attention_bias(z))  # q from h, k / v from kv (None = h)
+        z = z + drop_path(ls1(a))
+        z = after_attention(z, q, k)             # drop / merge between attention and MLP
+        y = z + drop_path(ls2(mlp(norm2(z))))
+        out = after_block(x, z0, y)              # z0: before_attention's output; write back
+    Every hook takes the block first (for its attention scale, heads, ...) and the TokenState last;
+    the ones that change the sequence return the new state with it. Calling the reducer as
+    `reducer(block, x, state)` runs the block with its hooks, which is what `Block.forward` does.
+    """
+
+    def before_attention(self, block: Block, x: Tensor, state: TokenState) -> Tensor:
+        return x
+
+    def keys_values(self, block: Block, h: Tensor, state: TokenState) -> Tensor | None:
+        return None
+
+    def attention_bias(self, block: Block, x: Tensor, state: TokenState) -> Tensor | None:
+        return None
+
+    def after_attention(
+        self, block: Block, x: Tensor, q: Tensor, k: Tensor, state: TokenState
+    ) -> tuple[Tensor, TokenState]:
+        return x, state
+
+    def after_block(
+        self, block: Block, x: Tensor, z: Tensor, y: Tensor, state: TokenState
+    ) -> tuple[Tensor, TokenState]:
+        return y, state
+
+    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
+        return block.run(x, state, self)
+
+
+_NO_HOOKS = TokenHooks()  # the dense block: every hook a no-op
 
 
 class DropPath(nn.Module):
@@ -75,11 +124,11 @@ class DropPath(nn.Module):
 
 
 class LayerScale(nn.Module):
-    """Per-channel scale of a residual branch (Touvron et al. 2021, CaiT / DeiT-III); timm's `gamma`."""
+    """Per-channel scale of a residual branch (CaiT / DeiT-III), timm's `ls1.gamma` / `ls2.gamma`."""
 
     def __init__(self, dim: int, init_values: float) -> None:
         super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gamma
@@ -119,8 +168,8 @@ class Attention(nn.Module):
     """Multi-head self-attention with `num_heads` heads of `head_dim` each.
 
     qkv: Linear(dim -> 3 * num_heads * head_dim), rows ordered (q|k|v, head, channel) as in timm.
+    q_norm / k_norm: LayerNorm over head_dim applied to q and k (timm's qk_norm), else Identity.
     proj: Linear(num_heads * head_dim -> dim).
-    q_norm / k_norm: LayerNorm(head_dim) on every head's queries / keys (timm qk_norm=True), else Identity.
     """
 
     def __init__(
@@ -141,18 +190,32 @@ class Attention(nn.Module):
         self.scale = scale
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.q_norm: nn.Module = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.k_norm: nn.Module = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(inner, dim)
         # Calibration hook: receives the (B, H, N_q, N_k) attention probabilities and returns the
         # tensor used downstream (so that gradients with respect to it can be taken).
         self.probe: Callable[[Tensor], Tensor] | None = None
 
-    def split_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, N, D) -> q, k, v each (B, H, N, head_dim), q and k after q_norm / k_norm."""
-        b, n, _ = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]
+    def split_qkv(self, h: Tensor, h_kv: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Normed tokens -> q (B, H, N, d) and k, v (B, H, N_kv, d), q / k normed when qk_norm.
+
+        h: (B, N, D) the query tokens; h_kv: (B, N_kv, D) the tokens that give keys and values
+        (None: h itself, one fused projection). With h_kv only its rows are projected to k / v.
+        """
+        b, n, _ = h.shape
+        if h_kv is None:
+            qkv = self.qkv(h).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+        else:
+            inner = self.num_heads * self.head_dim
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(h, weight[:inner], bias[:inner] if bias is not None else None)
+            kv = F.linear(h_kv, weight[inner:], bias[inner:] if bias is not None else None)
+            q = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            kv = kv.reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            k, v = kv[0], kv[1]
+        return self.q_norm(q), self.k_norm(k), v
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         """Attention of q (B, H, Nq, d) over k, v (B, H, Nk, d) -> (B, Nq, H * d) before proj.
@@ -169,9 +232,10 @@ class Attention(nn.Module):
         b, _, nq, _ = out.shape
         return out.transpose(1, 2).reshape(b, nq, self.num_heads * self.head_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        q, k, v = self.split_qkv(x)
-        return self.proj(self.attend(q, k, v))
+    def forward(self, h: Tensor, h_kv: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        """(B, N, D) normed tokens -> (B, N, D); keys / values from h_kv when given."""
+        q, k, v = self.split_qkv(h, h_kv)
+        return self.proj(self.attend(q, k, v, bias))
 
 
 class Mlp(nn.Module):
@@ -186,10 +250,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block. `reducer`, when set, decides how the block is applied.
+    """Pre-norm transformer block (timm names: norm1, attn, ls1, norm2, mlp, ls2).
 
-    init_values: LayerScale `ls1` / `ls2` on the attention and MLP branches (timm: only when truthy);
-    qk_norm: LayerNorm on queries and keys (`attn.q_norm`, `attn.k_norm`).
+    `reducer`, when set, is a token reducer: a `TokenHooks` whose hooks `run` calls around the one
+    block body (any module called as reducer(block, x, state) -> (x, state) also works).
+    init_values: LayerScale init (None or 0 = no LayerScale, as timm, ls1 / ls2 are Identity); qk_norm: LayerNorm
+    on q and k per head.
     """
 
     def __init__(
@@ -215,15 +281,27 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.reducer: nn.Module | None = None
 
+    def run(self, x: Tensor, state: TokenState, hooks: TokenHooks | None = None) -> tuple[Tensor, TokenState]:
+        """The block body, with a reducer's hooks (see `TokenHooks`) or none (the dense block)."""
+        hooks = hooks if hooks is not None else _NO_HOOKS
+        z0 = hooks.before_attention(self, x, state)
+        h = self.norm1(z0)
+        q, k, v = self.attn.split_qkv(h, hooks.keys_values(self, h, state))
+        a = self.attn.proj(self.attn.attend(q, k, v, hooks.attention_bias(self, z0, state)))
+        z = z0 + self.drop_path(self.ls1(a))
+        z, state = hooks.after_attention(self, z, q, k, state)
+        y = z + self.drop_path(self.ls2(self.mlp(self.norm2(z))))
+        return hooks.after_block(self, x, z0, y, state)
+
     def forward_dense(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        """The block without its reducer: (B, N, D) -> (B, N, D)."""
+        return self.run(x, TokenState())[0]
 
     def forward(self, x: Tensor, state: TokenState | None = None) -> tuple[Tensor, TokenState]:
         state = state if state is not None else TokenState()
         if self.reducer is not None:
             return self.reducer(self, x, state)
-        return self.forward_dense(x), state
+        return self.run(x, state)
 
 
 class VisionTransformer(nn.Module):
@@ -234,8 +312,12 @@ class VisionTransformer(nn.Module):
     forward: classification logits (B, num_classes), or the pooled feature (B, D) when num_classes=0.
     global_pool: "token" | "avg". fc_norm: LayerNorm after pooling instead of the final norm on
       the tokens (None: with "avg", as timm).
-    class_token / dist_token / reg_tokens / no_embed_class: the prefix tokens and whether the position
-      embedding covers them (module doc); init_values / qk_norm: see Block.
+    Prefix tokens (timm's names): class_token (`cls_token`), dist_token (DeiT's distillation token
+      `dist_token`), reg_tokens registers (`reg_token`, (1, R, D)); the sequence is [class, dist,
+      registers, patches] and `num_prefix_tokens` counts the first three. no_embed_class: the
+      position embedding covers the patches only and prefix tokens are added after it (DeiT-III,
+      timm's no_embed_class); otherwise it covers the prefix tokens too.
+    init_values: LayerScale init of every block (None = none); qk_norm: LayerNorm on q and k.
     """
 
     def __init__(
@@ -257,18 +339,20 @@ class VisionTransformer(nn.Module):
         num_classes: int = 0,
         global_pool: str = "token",
         fc_norm: bool | None = None,
-        init_values: float | None = None,
-        qk_norm: bool = False,
         class_token: bool = True,
         dist_token: bool = False,
         reg_tokens: int = 0,
         no_embed_class: bool = False,
+        init_values: float | None = None,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' reads the class token; class_token=False needs 'avg'")
+            raise ValueError("global_pool='token' needs the class token (class_token=True)")
+        if reg_tokens < 0:
+            raise ValueError(f"reg_tokens must be >= 0, got {reg_tokens}")
         if dist_token and (not class_token or global_pool != "token"):
             raise ValueError(
                 "a distillation token is read next to the class token: needs global_pool='token'"
@@ -288,9 +372,9 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(img_size, patch_size, stride or patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if dist_token else None
-        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens > 0 else None
-        embedded = self.patch_embed.num_patches + (0 if no_embed_class else self.num_prefix_tokens)
-        self.pos_embed = nn.Parameter(torch.zeros(1, embedded, embed_dim))
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        embed_len = self.patch_embed.num_patches + (0 if no_embed_class else self.num_prefix_tokens)
+        self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, embed_dim))
         # TransReID side information: one learnable embedding per camera, added to every token
         self.sie_embed = nn.Parameter(torch.zeros(num_cameras, 1, embed_dim)) if num_cameras > 0 else None
         scale = qk_scale if qk_scale is not None else head_dim**-0.5
@@ -335,11 +419,11 @@ class VisionTransformer(nn.Module):
         embeddings."""
         x = self.patch_embed(x)
         prefix = [
-            t.expand(x.shape[0], -1, -1)
-            for t in (self.cls_token, self.dist_token, self.reg_token)
-            if t is not None
+            token.expand(x.shape[0], -1, -1)
+            for token in (self.cls_token, self.dist_token, self.reg_token)
+            if token is not None
         ]
-        if self.no_embed_class:  # DeiT-III / register models: the prefix tokens have no position
+        if self.no_embed_class:
             x = torch.cat([*prefix, x + self.pos_embed], dim=1)
         else:
             x = torch.cat([*prefix, x], dim=1) + self.pos_embed
@@ -364,7 +448,7 @@ class VisionTransformer(nn.Module):
         return self.norm(x), state
 
     def restore_grid(self, x: Tensor, state: TokenState) -> Tensor:
-        """Put tokens back in original raster order: (B, N_cur, D) -> (B, 1 + P, D).
+        """Put tokens back in original order: (B, N_cur, D) -> (B, num_prefix_tokens + P, D).
 
         Reducers that drop or merge tokens extend this through the state they leave behind; a
         sequence that was only permuted is scattered back by source index. With `state.slot`
@@ -388,8 +472,8 @@ class VisionTransformer(nn.Module):
         return torch.empty_like(x).scatter_(1, index, x)
 
     def pool(self, tokens: Tensor, state: TokenState) -> Tensor:
-        """forward_tokens' output (B, N_cur, D) -> (B, D): the CLS token, or the mean of the 1 + P
-        restored positions' patch part (see the module doc), then fc_norm."""
+        """forward_tokens' output (B, N_cur, D) -> (B, D): the CLS token, or the mean of the P restored
+        patch positions (see the module doc), then fc_norm."""
         if self.global_pool == "avg":
             return self.fc_norm(self.restore_grid(tokens, state)[:, self.num_prefix_tokens :].mean(dim=1))
         if self.dist_token is not None:  # timm's distilled DeiT: the mean of both tokens' features

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from reidprune.models.output import ModelOutput
 from reidprune.models.registry import register, register_family
 from reidprune.models.reid_heads import BNNeckHead, JPMBranch, JPMHead, LAHead, LinearHead
+from reidprune.models.tokens import attach_reducers
 from reidprune.models.vit import Block, VisionTransformer
 
 HEADS = ("linear", "bnneck", "la", "transreid")
@@ -67,7 +68,7 @@ class ViTArch:
     global_pool: the image feature of the "linear" / "bnneck" heads: "token" (CLS after the final
       norm) or "avg" (mean of the patch positions, MAE / timm global_pool="avg"); fc_norm: a
       LayerNorm after pooling instead of the final norm (None = only with "avg", as timm).
-    tokens: token-reduction spec owned by reidprune.compress.tokens (None = dense model).
+    tokens: token-reduction spec owned by reidprune.models.tokens (None = dense model).
     init_values / qk_norm / class_token / reg_tokens / no_embed_class: as timm's VisionTransformer
       keyword arguments of the same names (LayerScale when init_values is set, LayerNorm on queries
       and keys, prefix tokens, position embedding only on the patches); dist_token: DeiT's
@@ -101,6 +102,11 @@ class ViTArch:
     fc_norm: bool | None = None
     init_values: float | None = None
     qk_norm: bool = False
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class, distillation and register tokens before the patches."""
+        return int(self.class_token) + int(self.dist_token) + self.reg_tokens
     class_token: bool = True
     dist_token: bool = False
     reg_tokens: int = 0
@@ -179,6 +185,10 @@ def validate_arch(arch: ViTArch) -> None:
                 "head_options.num_local",
                 f"{local} local branches need 1..{patches} patches ({arch.grid_size} grid)",
             )
+    if arch.init_values is not None and (
+        isinstance(arch.init_values, bool) or not isinstance(arch.init_values, int | float)
+    ):
+        fail("init_values", f"expected a number (LayerScale init) or null, got {arch.init_values!r}")
     if arch.num_classes < 0:
         fail("num_classes", f"expected >= 0 (0 = no classifier), got {arch.num_classes}")
     if arch.head == "la" and int(arch.options()["num_parts"]) < 0:
@@ -187,8 +197,8 @@ def validate_arch(arch: ViTArch) -> None:
 
 def _validate_prefix(arch: ViTArch, fail: Any) -> None:
     """Prefix tokens and pooling that fit together (timm refuses the same combinations)."""
-    if arch.reg_tokens < 0:
-        fail("reg_tokens", f"expected >= 0, got {arch.reg_tokens}")
+    if isinstance(arch.reg_tokens, bool) or not isinstance(arch.reg_tokens, int) or arch.reg_tokens < 0:
+        fail("reg_tokens", f"expected an int >= 0, got {arch.reg_tokens!r}")
     extra = arch.dist_token or arch.reg_tokens > 0 or not arch.class_token
     if extra and arch.head not in ("linear", "bnneck"):
         # the LA and TransReID heads take exactly the CLS token and then the patches
@@ -205,11 +215,6 @@ def _validate_prefix(arch: ViTArch, fail: Any) -> None:
         )
     if arch.dist_token and not arch.class_token:
         fail("dist_token", "needs class_token true")
-    if arch.dist_token and (arch.reg_tokens or arch.no_embed_class):
-        fail(
-            "dist_token",
-            "cannot be combined with reg_tokens or no_embed_class (timm's distilled DeiT has neither)",
-        )
 
 
 def uncovered_pixels(arch: ViTArch) -> tuple[int, int]:
@@ -350,8 +355,6 @@ def build_vit(arch: ViTArch) -> ViTReID:
     model = ViTReID(arch)
     model.arch = arch
     if arch.tokens is not None:
-        from reidprune.compress.tokens import attach_reducers  # owned by the token-reduction module
-
         attach_reducers(model, arch.tokens)
     return model
 

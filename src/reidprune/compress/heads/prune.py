@@ -22,6 +22,8 @@ from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.errors import CompressionError
 
 METHODS = ("entropy", "magnitude", "random")
+# the names PruneConfig.method spells them with: the one place head-method aliases are defined
+ALIASES = {f"head-{name}": name for name in METHODS}
 DEFAULT_DEPTH_WEIGHT = 0.02  # AMG LA version's delta; its TransReID version used 0.005
 
 
@@ -63,7 +65,7 @@ def prune_heads(
     unknown method, a rate outside [0, 1), a count the layers cannot give up, a model without
     attention layers, or "entropy" without data.
     """
-    method = method.removeprefix("head-") if isinstance(method, str) else method
+    method = ALIASES.get(method, method) if isinstance(method, str) else method
     if method not in METHODS:
         raise CompressionError(f"head pruning method '{method}': expected one of {', '.join(METHODS)}")
     if (rate is None) == (num_remove is None):

@@ -1,219 +1,25 @@
-"""Prune-and-Merge (pm.md): static per-block plans that prune, merge and restore tokens.
+"""Deprecated location (kept for one release): the method now lives in `reidprune.models.tokens.pm`."""
 
-Plan of block l (from gradient-weighted attention scores, pm.md §4):
-- pruned tokens skip the block (identity shortcut);
-- centres (the top scores, chosen by a global threshold over all blocks) are processed;
-- every other patch is merged into the nearest centre in raster order, never past the end of
-  its centre's row, with weight w_j = score_j / score_centre (the centre has weight 1).
-Forward: z = M x (c_l x N merge), y = block(z), out = R y + pruned tokens, where R is the
-closed-form pseudo-inverse of M (its rows have disjoint supports): R[j, a] = M[a, j] / ||M[a]||^2.
+from reidprune.models.tokens.pm import (
+    RESTORES,
+    BlockPlan,
+    DensePruneMergeReducer,
+    PmSpec,
+    PruneMergeReducer,
+    assign_segments,
+    block_plan,
+    dense_matrices,
+    select_pm,
+)
 
-`PruneMergeReducer` stores only the non-zero weights (one merge and one restore weight per
-merged patch) and applies M and R with index_add / gather: O(N D) per block instead of the dense
-O(c N D) products, and fine-tuning keeps the sparsity pattern (pruned tokens keep skipping).
-
-Two ways of giving the block's result back to the merged patches (`restore`):
-- "projection" (the paper, pm.md §3): out = R y; a merged patch becomes w_j / ||w||^2 times its
-  segment's output, i.e. its own residual stream is replaced by a scaled copy of the centre's.
-- "residual" (reidprune's default): the segment is the weighted MEAN z_k of its patches, and each
-  patch keeps its own stream and receives the segment's update: out_j = x_j + r_j (y_k - z_k), r_j
-  initialised to 1 (ToMe's unmerge of the update). A singleton segment is exactly the dense block.
-  Measured on the embedded set (benchmarks/pm_accuracy.py: LA-tiny, keep 0.6, merge only, test
-  mAP 65.3 unpruned): 49.4 against 39.8 with projection before any fine-tuning, 62.3 against 58.7
-  after 10 epochs of distillation. The projection wipes the identity of every merged patch, which
-  re-ID's part-stripe pooling then averages in.
-`DensePruneMergeReducer` holds full trainable M, R and the token mask, only to run released
-PM-ViT checkpoints whose matrices became dense during fine-tuning (pm.md §6.2, §10.1).
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-import torch
-from torch import Tensor, nn
-
-from reidprune.errors import CompressionError
-from reidprune.models.vit import Block, TokenState
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """One block's plan over the P patches (raster order, 0-based patch indices).
-
-    segment: (P,) long, the merged token (0..K-1, ordered by centre) of every patch, -1 = pruned.
-    weight: (P,) float merge weights (1 at centres, 0 for pruned patches).
-    centres: (K,) long patch index of each segment's centre.
-    """
-
-    segment: Tensor
-    weight: Tensor
-    centres: Tensor
-
-
-def assign_segments(centres: Tensor, num_patches: int, grid_width: int) -> Tensor:
-    """Segment of every patch: its nearest centre in raster order, clipped at the centre's row end.
-
-    centres: (K,) sorted patch indices. Between consecutive centres k_a < k_b the boundary is
-    ceil((k_a + k_b) / 2) (a tie goes to the right-hand centre), but never later than the first
-    patch of the row after k_a's row. Patches before the first centre belong to it, patches after
-    the last centre to the last one. Returns (P,) long in 0..K-1.
-    """
-    patches = torch.arange(num_patches)
-    left = torch.searchsorted(centres, patches, right=True) - 1  # last centre <= patch, -1 if none
-    left_c = left.clamp(min=0)
-    right_c = (left + 1).clamp(max=centres.numel() - 1)
-    k_a, k_b = centres[left_c], centres[right_c]
-    boundary = torch.minimum((k_a + k_b + 1) // 2, (k_a // grid_width + 1) * grid_width)
-    has_right = left + 1 < centres.numel()
-    goes_right = has_right & (left >= 0) & (patches >= boundary)
-    return torch.where(left < 0, torch.zeros_like(left), torch.where(goes_right, left + 1, left_c))
-
-
-def block_plan(values: Tensor, pruned: Tensor, centre: Tensor, grid_width: int) -> BlockPlan:
-    """Build one block's plan from its scores (P,), pruned (P,) bool and centre (P,) bool masks."""
-    centres = torch.nonzero(centre).flatten()
-    if centres.numel() == 0:
-        raise CompressionError("a Prune-and-Merge block would keep no centre token")
-    segment = assign_segments(centres, values.numel(), grid_width)
-    weight = values / values[centres[segment]].clamp_min(torch.finfo(values.dtype).tiny)
-    weight = torch.where(pruned, torch.zeros_like(weight), weight)
-    weight = torch.where(centre, torch.ones_like(weight), weight)
-    segment = torch.where(pruned, torch.full_like(segment, -1), segment)
-    return BlockPlan(segment=segment, weight=weight.float(), centres=centres)
-
-
-def select_pm(values: Tensor, n_prune: int, n_keep: int, min_keep: int = 1) -> tuple[Tensor, Tensor]:
-    """Global Prune-and-Merge thresholds over all (block, patch) pairs.
-
-    values: (L, P) normalised, depth-weighted scores of the planned blocks.
-    Returns (pruned, centre) bool (L, P): the n_prune lowest pairs are pruned, the n_keep highest
-    of the rest are centres; every block keeps at least min_keep centres (its top scores).
-    Ties are broken by (block, patch) order.
-    """
-    total = values.numel()
-    if n_prune + max(n_keep, min_keep * values.shape[0]) > total:
-        raise CompressionError(f"keep ({n_keep}) + prune ({n_prune}) exceed the {total} (block, patch) pairs")
-    protect = torch.zeros_like(values, dtype=torch.bool)
-    if min_keep > 0:
-        protect.scatter_(1, values.topk(min(min_keep, values.shape[1]), dim=1).indices, True)
-    flat, protect = values.flatten(), protect.flatten()
-    low_first = torch.argsort(torch.where(protect, torch.inf, flat), stable=True)
-    pruned = torch.zeros(total, dtype=torch.bool)
-    pruned[low_first[:n_prune]] = True
-    # centres: the protected pairs, then the highest scores that were not pruned
-    rank = torch.where(protect, torch.inf, torch.where(pruned, -torch.inf, flat))
-    high_first = torch.argsort(rank, descending=True, stable=True)
-    centre = torch.zeros(total, dtype=torch.bool)
-    centre[high_first[: max(n_keep, int(protect.sum()))]] = True
-    return pruned.view_as(values), centre.view_as(values)
-
-
-def dense_matrices(segment: Sequence[int] | Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Dense M (c, N), R (N, c) = closed-form pinv(M), and the token mask (N,) of a sparse plan."""
-    segment = torch.as_tensor(segment, dtype=torch.long)
-    k = int(segment.max()) + 1
-    n = segment.numel() + 1
-    merge = torch.zeros(k + 1, n, dtype=weight.dtype)
-    merge[0, 0] = 1.0
-    member = torch.nonzero(segment >= 0).flatten()
-    merge[1 + segment[member], 1 + member] = weight[member]
-    restore = merge.t() / merge.pow(2).sum(dim=1).unsqueeze(0)
-    mask = torch.cat([torch.ones(1, dtype=weight.dtype), (segment >= 0).to(weight.dtype)])
-    return merge, restore, mask
-
-
-RESTORES = ("residual", "projection")
-
-
-class PruneMergeReducer(nn.Module):
-    """Sparse Prune-and-Merge block. Trainable: `merge_weight`, `restore_weight` (one per member).
-
-    segment: (P,) segment id per patch (-1 = pruned); weight: (P,) initial merge weights.
-    restore: "residual" (members keep their stream and get the segment's update) or "projection"
-    (the paper's R = pinv(M)); see the module docstring.
-    """
-
-    def __init__(
-        self, segment: Sequence[int], weight: Tensor | None = None, restore: str = "residual"
-    ) -> None:
-        super().__init__()
-        if restore not in RESTORES:
-            raise CompressionError(f"pm restore must be one of {RESTORES}; got {restore!r}")
-        seg = torch.as_tensor(list(segment), dtype=torch.long)
-        member = torch.nonzero(seg >= 0).flatten()
-        pruned = torch.nonzero(seg < 0).flatten()
-        k = int(seg.max()) + 1
-        n = seg.numel() + 1
-        self.num_segments = k
-        self.restore = restore
-        self.register_buffer("members", member + 1, persistent=False)  # sequence positions
-        self.register_buffer("segment", seg[member], persistent=False)
-        self.register_buffer("pruned", pruned + 1, persistent=False)
-        # rows of cat([y (1 + K), x[pruned]]) that give each output position, and the scale slots
-        source = torch.zeros(n, dtype=torch.long)
-        source[member + 1] = 1 + seg[member]
-        source[pruned + 1] = 1 + k + torch.arange(pruned.numel())
-        self.register_buffer("source", source, persistent=False)
-        scale_index = torch.zeros(n, dtype=torch.long)  # 0 -> a constant 1, 1 + i -> restore_weight[i]
-        scale_index[member + 1] = 1 + torch.arange(member.numel())
-        self.register_buffer("scale_index", scale_index, persistent=False)
-        w = torch.ones(seg.numel()) if weight is None else torch.as_tensor(weight, dtype=torch.float32)
-        w = w[member]
-        norm = torch.zeros(k).index_add(0, seg[member], w.pow(2))
-        self.merge_weight = nn.Parameter(w.clone())
-        restore_init = w / norm[seg[member]] if restore == "projection" else torch.ones_like(w)
-        self.restore_weight = nn.Parameter(restore_init)
-
-    def extra_repr(self) -> str:
-        return (
-            f"tokens={1 + self.num_segments}, merged={self.members.numel()}, pruned={self.pruned.numel()}, "
-            f"restore={self.restore}"
-        )
-
-    def _segment_sum(self, values: Tensor, batch: int) -> Tensor:
-        """(B, members, D) -> (B, K, D) sums per segment."""
-        out = values.new_zeros(batch, self.num_segments, values.shape[-1])
-        if torch.jit.is_tracing():  # the TorchScript ONNX exporter refuses index_add with repeated indices
-            index = self.segment.view(1, -1, 1).expand(batch, -1, values.shape[-1])
-            return out.scatter_add(1, index, values)
-        return out.index_add(1, self.segment, values)  # row-wise: several times faster than scatter_add
-
-    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        b, _, d = x.shape
-        weight = self.merge_weight.to(x.dtype)
-        merged = self._segment_sum(x.index_select(1, self.members) * weight.unsqueeze(-1), b)
-        scale = torch.cat([self.restore_weight.new_ones(1), self.restore_weight]).to(x.dtype)
-        scale = scale.index_select(0, self.scale_index).unsqueeze(-1)
-        if self.restore == "projection":
-            y = block.forward_dense(torch.cat([x[:, :1], merged], dim=1))
-            out = torch.cat([y, x.index_select(1, self.pruned)], dim=1).index_select(1, self.source)
-            return out * scale, state
-        # (1, K, 1) merge-weight sums; the floor keeps a segment whose weights decayed to 0 finite
-        total = self._segment_sum(weight.view(1, -1, 1), 1).clamp_min(1e-6)
-        z = torch.cat([x[:, :1], merged / total], dim=1)
-        update = block.forward_dense(z) - z
-        # pruned patches take no update: they skip the block
-        update = torch.cat([update, update.new_zeros(b, self.pruned.numel(), d)], dim=1)
-        return x + update.index_select(1, self.source) * scale, state
-
-
-class DensePruneMergeReducer(nn.Module):
-    """Dense Prune-and-Merge block (released PM-ViT checkpoints): out = R block(M x) + (1 - m) x."""
-
-    def __init__(self, tokens: int, num_tokens: int) -> None:
-        super().__init__()
-        merge = torch.zeros(tokens, num_tokens)
-        merge[torch.arange(tokens), torch.arange(tokens)] = 1.0
-        self.merge_matrix = nn.Parameter(merge)
-        self.recover_matrix = nn.Parameter(merge.t().clone())
-        self.register_buffer("token_mask", torch.ones(num_tokens))
-
-    def extra_repr(self) -> str:
-        return f"tokens={self.merge_matrix.shape[0]}, dense"
-
-    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        y = block.forward_dense(torch.matmul(self.merge_matrix.to(x.dtype), x))
-        skip = x * (1.0 - self.token_mask.to(x.dtype)).view(1, -1, 1)
-        return torch.matmul(self.recover_matrix.to(x.dtype), y) + skip, state
+__all__ = [
+    "RESTORES",
+    "BlockPlan",
+    "DensePruneMergeReducer",
+    "PmSpec",
+    "PruneMergeReducer",
+    "assign_segments",
+    "block_plan",
+    "dense_matrices",
+    "select_pm",
+]

@@ -5,7 +5,7 @@ removed from block l's attention), summed over calibration batches:
 
     s_l[j] = sum_batches | sum_{b,h,i} A[b,h,i,j] * dL/dA[b,h,i,j] | / (B * H * N_q)
 
-The abs is taken per batch (amg.md §2.1). The CLS key is scored but never a removal candidate.
+The abs is taken per batch (amg.md §2.1). The prefix keys (CLS, ...) are scored but never removal candidates.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 
 from reidprune.errors import CompressionError
+from reidprune.models.tokens.method import normalise_scores
+
+__all__ = ["TaylorKeyScore", "normalise_scores", "scores_by_position"]
 
 
 class TaylorKeyScore:
@@ -48,14 +51,18 @@ class TaylorKeyScore:
 
 
 def scores_by_position(
-    stat: TaylorKeyScore, names: Sequence[str], key_positions: Sequence[Sequence[int] | None], num_tokens: int
+    stat: TaylorKeyScore,
+    names: Sequence[str],
+    key_positions: Sequence[Sequence[int] | None],
+    num_tokens: int,
+    num_prefix_tokens: int = 1,
 ) -> Tensor:
     """Map each block's key scores back to original positions.
 
     names: attention module path of each block; key_positions: the original position of each key
     column of that block's attention (None = all positions in order).
-    Returns (L, num_tokens) float64 with NaN where a position is not a key of the block, for the CLS
-    key (never a candidate) and for blocks that did not run.
+    Returns (L, num_tokens) float64 with NaN where a position is not a key of the block, for the
+    prefix keys (class, distillation, registers: never candidates) and for blocks that did not run.
     """
     out = torch.full((len(names), num_tokens), float("nan"), dtype=torch.float64)
     for i, (name, keys) in enumerate(zip(names, key_positions, strict=True)):
@@ -66,16 +73,5 @@ def scores_by_position(
         if index.numel() != values.numel():
             raise CompressionError(f"{name}: {values.numel()} key scores for {index.numel()} kept positions")
         out[i, index] = values
-    out[:, 0] = float("nan")
+    out[:, :num_prefix_tokens] = float("nan")
     return out
-
-
-def normalise_scores(scores: Tensor, discount: Tensor) -> Tensor:
-    """Per-block L2 normalisation over the candidate (non-NaN) entries, times a depth factor.
-
-    scores: (L, N) with NaN for non-candidates; discount: (L,) multiplier per block (1 - c*l).
-    Returns (L, N) with NaN kept. A block whose scores are all zero stays zero.
-    """
-    finite = torch.nan_to_num(scores, nan=0.0).abs()
-    norm = finite.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(torch.finfo(scores.dtype).tiny)
-    return scores.abs() / norm * discount.to(scores.dtype).unsqueeze(1)

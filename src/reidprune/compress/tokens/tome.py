@@ -1,102 +1,11 @@
-"""Token merging by bipartite soft matching (Bolya et al., "Token Merging: Your ViT but Faster",
-ICLR 2023), written from the paper as a baseline.
+"""Deprecated location (kept for one release): the method now lives in `reidprune.models.tokens.tome`."""
 
-In each block, between the attention and the MLP, r tokens are merged away:
-1. the tokens are split alternately into sets A (even positions, CLS included) and B (odd);
-2. each A token is linked to its most similar B token (cosine similarity of the attention keys,
-   averaged over heads);
-3. the r links with the highest similarity are kept (the CLS token is never merged);
-4. each linked A token is merged into its B token: a size-weighted average, computed as
-   scatter-add sums divided by the summed sizes (exportable to ONNX, unlike a scatter "mean");
-5. the sequence becomes [unmerged A tokens in their order, B tokens].
-Token sizes (how many patches a token stands for) are tracked across blocks; with proportional
-attention log(size) is added to the attention logits of every key.
-`TokenState.slot` maps every original position to the token that now carries it, so
-`restore_grid` "unmerges" for heads that need the spatial grid.
-"""
+from reidprune.models.tokens.tome import (
+    ToMeReducer,
+    TomeSpec,
+    bipartite_matching,
+    merge_tokens,
+    tome_max_r,
+)
 
-from __future__ import annotations
-
-import torch
-from torch import Tensor, nn
-
-from reidprune.compress.tokens.indexing import take_rows
-from reidprune.compress.tokens.topk import carried_positions
-from reidprune.models.vit import Block, TokenState
-
-
-def bipartite_matching(metric: Tensor, r: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Which A tokens merge into which B tokens.
-
-    metric: (B, N, d) token descriptors; A = even positions (CLS = A[0], never merged), B = odd.
-    Returns (unmerged, src, dst): unmerged (B, N_A - r) A indices in increasing order, src (B, r)
-    the merged A indices, dst (B, r) the B index each src token merges into.
-    """
-    metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    a, b = metric[:, ::2], metric[:, 1::2]
-    best, best_b = (a @ b.transpose(1, 2)).max(dim=-1)  # best B match of every A token: (B, N_A)
-    best = torch.cat([torch.full_like(best[:, :1], float("-inf")), best[:, 1:]], dim=1)  # CLS never merges
-    order = best.argsort(dim=-1, descending=True)  # (a stable sort does not export to ONNX)
-    src = order[:, :r]
-    unmerged = order[:, r:].sort(dim=-1).values
-    dst = best_b.gather(1, src)
-    return unmerged, src, dst
-
-
-def merge_tokens(
-    x: Tensor, size: Tensor, unmerged: Tensor, src: Tensor, dst: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Size-weighted merge of A[src] into B[dst].
-
-    x: (B, N, D), size: (B, N, 1). Returns the merged x (B, N - r, D), its sizes (B, N - r, 1) and
-    new_index (B, N): the new index of every input token (merged tokens -> their B token).
-    """
-    batch, n, d = x.shape
-    n_a = (n + 1) // 2
-    r = src.shape[1]
-    weighted = x * size
-    sa, sb = size[:, ::2], size[:, 1::2]
-    # A token a is sequence position 2a: rows are taken from the full (contiguous) sequence
-    xb = weighted[:, 1::2].scatter_add(1, dst.unsqueeze(-1).expand(-1, -1, d), take_rows(weighted, 2 * src))
-    sb = sb.scatter_add(1, dst.unsqueeze(-1), sa.gather(1, src.unsqueeze(-1)))
-    xa = take_rows(weighted, 2 * unmerged)
-    sa = sa.gather(1, unmerged.unsqueeze(-1))
-    new_size = torch.cat([sa, sb], dim=1)
-    merged = torch.cat([xa, xb], dim=1) / new_size
-    # new index of each input token: A tokens by (unmerged | src -> dst), B tokens after the A block
-    kept_a = n_a - r
-    ranks = torch.arange(kept_a, device=x.device).unsqueeze(0).expand(batch, -1)
-    targets = torch.cat([unmerged, src], dim=1)  # every A index exactly once
-    index_a = torch.empty_like(targets).scatter(1, targets, torch.cat([ranks, kept_a + dst], dim=1))
-    n_b = n - n_a
-    index_b = (kept_a + torch.arange(n_b, device=x.device)).unsqueeze(0).expand(batch, -1)
-    # interleave back to the input order: even positions from A, odd from B
-    new_index = torch.stack([index_a[:, :n_b], index_b], dim=2).reshape(batch, 2 * n_b)
-    if n_a > n_b:
-        new_index = torch.cat([new_index, index_a[:, n_b:]], dim=1)
-    return merged, new_size, new_index
-
-
-class ToMeReducer(nn.Module):
-    """Merge `r` tokens after this block's attention (bipartite soft matching)."""
-
-    def __init__(self, r: int, prop_attn: bool = True) -> None:
-        super().__init__()
-        self.r = int(r)
-        self.prop_attn = bool(prop_attn)
-
-    def extra_repr(self) -> str:
-        return f"r={self.r}, prop_attn={self.prop_attn}"
-
-    def forward(self, block: Block, x: Tensor, state: TokenState) -> tuple[Tensor, TokenState]:
-        attn = block.attn
-        b, n, _ = x.shape
-        q, k, v = attn.split_qkv(block.norm1(x))
-        size = state.size if state.size is not None else x.new_ones(b, n, 1)
-        bias = size.log().transpose(1, 2).unsqueeze(1) if self.prop_attn and state.size is not None else None
-        x = x + block.drop_path(attn.proj(attn.attend(q, k, v, bias)))
-        unmerged, src, dst = bipartite_matching(k.mean(dim=1), self.r)
-        x, size, new_index = merge_tokens(x, size, unmerged, src, dst)
-        slot = new_index.gather(1, carried_positions(state, b, n, x.device))
-        x = x + block.drop_path(block.mlp(block.norm2(x)))
-        return x, TokenState(source=None, size=size, slot=slot, grid=state.grid)
+__all__ = ["ToMeReducer", "TomeSpec", "bipartite_matching", "merge_tokens", "tome_max_r"]
