@@ -575,7 +575,7 @@ class GpuCheck:
         expected = reference.embedding.numpy()
         diff = float(np.abs(outputs[0] - expected).max())
         scale = max(1.0, float(np.abs(expected).max()))
-        if diff > 1e-3 * scale:  # cuDNN / cuBLAS (TF32 where enabled) rounding, not 1e-4 as on the CPU
+        if diff > 5e-3 * scale:  # cuDNN / cuBLAS rounding (TF32 where ORT enables it), not 1e-4 as on the CPU
             raise CheckFailed(
                 f"ONNX Runtime CUDA differs from PyTorch by {diff:.3g} (scale {scale:.3g}) on {graph}"
             )
@@ -607,7 +607,8 @@ class GpuCheck:
                 str(graph),
                 "--check",
                 "tensorrt",
-                *(["--engine"] if engine else []),
+                # engines for the deployed (compressed) forms: a ViT-B engine build takes minutes
+                *(["--engine"] if engine and name != "vit_baseline" else []),
             )
             info = json.loads(graph.with_name(f"{name}.export.json").read_text())["tensorrt"]
             figures[name] = {
@@ -746,6 +747,8 @@ def _same_set(manifest: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return (
         manifest.get("ids") == wanted["ids"]
         and size_text == wanted["size"]
+        and manifest.get("seed", 0) == 0
+        and manifest.get("layout", "market1501") == "market1501"
         and not manifest.get("occluded", False)
     )
 
