@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := constraints.txt
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test lint bench lock clean
+.PHONY: demo test lint bench gpu-check lock clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# every CPU benchmark; gpu_check.py needs a GPU and has its own target
 bench: $(STAMP)
-	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+	for script in benchmarks/*.py; do \
+	  [ "$$script" = benchmarks/gpu_check.py ] || $(PY) $$script || exit 1; done
+
+# One CUDA GPU: data, bf16 / fp16 training, pruning, GPU evaluation, throughput (eager and
+# torch.compile), ONNX Runtime CUDA, TensorRT, DDP on 2 GPUs -> benchmarks/results/gpu_check.json.
+# `$(PY) benchmarks/gpu_check.py --smoke` runs the same steps on the CPU in tiny sizes.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 # Upgrade the pins: install .[all] into a fresh venv without constraints (the newest releases that
 # pyproject.toml allows) and freeze it into constraints.txt, keeping the file's comment lines and
@@ -43,4 +51,4 @@ lock:
 	rm -rf $(LOCK_VENV)
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) build src/*.egg-info .pytest_cache .ruff_cache gpu_check_work

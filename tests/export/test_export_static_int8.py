@@ -125,3 +125,22 @@ def test_bad_activation_type_is_named(exported, tmp_path) -> None:
     _, path = exported
     with pytest.raises(ExportError, match="activations 'int4'"):
         quantize_static_int8(path, tmp_path / "q.onnx", ImageCalibrationReader([], path), activations="int4")
+
+
+def test_a_failed_static_quantisation_leaves_the_previous_graph(exported, tmp_path, monkeypatch) -> None:
+    import onnxruntime.quantization as ort_quantization
+
+    model, path = exported
+    target = tmp_path / "model.int8-static.onnx"
+    target.write_bytes(b"previous graph")
+
+    def half_written(model_input, model_output, *args, **kwargs):
+        Path(model_output).write_bytes(b"half a graph")  # written, then the quantiser fails
+        raise RuntimeError("calibration went wrong")
+
+    monkeypatch.setattr(ort_quantization, "quantize_static", half_written)
+    reader = ImageCalibrationReader(calibration(model, batches=1, size=2), path)
+    with pytest.raises(ExportError, match="static INT8 quantisation failed: RuntimeError: calibration went"):
+        quantize_static_int8(path, target, reader)
+    assert target.read_bytes() == b"previous graph"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "no temporary left behind"

@@ -1,5 +1,5 @@
 """`reidprune export --model DIR --format onnx|openvino [--out PATH] [--opset N] [--batch dynamic|N]
-[--quantize int8|int8-static|fp16] [--data ROOT|YAML]`."""
+[--quantize int8|int8-static|fp16] [--data ROOT|YAML] [--check tensorrt [--engine]]`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from reidprune.cli.model_dirs import ALLOW_IMPORT_HELP
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("onnx", "openvino")
 QUANTIZE = ("none", "int8", "int8-static", "fp16")
+CHECKS = ("tensorrt",)
 
 
 def export_errors(fn: F) -> F:
@@ -69,8 +70,14 @@ def export_command(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="graph file (or folder for model.onnx); default MODEL/model.onnx"
     ),
-    opset: int = typer.Option(18, "--opset", help="ONNX opset (14..20; the dynamo exporter needs >= 18)"),
-    batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a static batch size"),
+    opset: int | None = typer.Option(
+        None,
+        "--opset",
+        help="ONNX opset (14..20; the dynamo exporter needs >= 18); default 18, 16 with --check tensorrt",
+    ),
+    batch: str | None = typer.Option(
+        None, "--batch", help="'dynamic' or a static batch size; default dynamic, 1 with --check tensorrt"
+    ),
     quantize: str = typer.Option(
         "none",
         "--quantize",
@@ -90,6 +97,15 @@ def export_command(
     ),
     data_format: str | None = typer.Option(None, "--data-format", help="data set format (default: detect)"),
     allow_import: bool = typer.Option(False, "--allow-import", help=ALLOW_IMPORT_HELP),
+    check: str | None = typer.Option(
+        None,
+        "--check",
+        help="tensorrt: export for TensorRT (static batch, shapes folded) and check the graph against "
+        "TensorRT's ONNX parser (opset, ops, static shapes); fails naming the offending nodes",
+    ),
+    engine: bool = typer.Option(
+        False, "--engine", help="with --check tensorrt: also build a TensorRT engine (needs tensorrt + a GPU)"
+    ),
 ) -> None:
     """Export a saved model's eval-mode retrieval embedding (+ logits) to ONNX, checked against ONNX Runtime
     (and to OpenVINO IR, checked against OpenVINO)."""
@@ -106,7 +122,23 @@ def export_command(
         raise ConfigError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if quantize not in QUANTIZE:
         raise ConfigError(f"--quantize {quantize}: expected one of {', '.join(QUANTIZE)}")
-    static = parse_batch(batch)
+    if check is not None and check not in CHECKS:
+        raise ConfigError(f"--check {check}: expected one of {', '.join(CHECKS)}")
+    if engine and check != "tensorrt":
+        raise ConfigError("--engine: needs --check tensorrt")
+    tensorrt = check == "tensorrt"
+    if tensorrt:
+        from reidprune.export.tensorrt import DEFAULT_OPSET, tensorrt_available
+
+        opset = DEFAULT_OPSET if opset is None else opset
+        batch = "1" if batch is None else batch
+        if batch == "dynamic":
+            raise ConfigError("--batch dynamic: --check tensorrt needs a static batch (e.g. --batch 1)")
+        why = tensorrt_available() if engine else None
+        if why is not None:
+            raise ConfigError(f"--engine: cannot build a TensorRT engine here: {why}")
+    opset = 18 if opset is None else opset
+    static = parse_batch(batch or "dynamic")
     model = resolve_model_dir(model)
     if fmt == "openvino":
         from reidprune.export.openvino import require_openvino
@@ -130,7 +162,17 @@ def export_command(
         tolerance=tolerance,
         json_path=json_path_for(target),
         extra=extra,
+        fold=tensorrt,
     )
+    if tensorrt:  # before the variants: a graph TensorRT cannot take stops here, naming its nodes
+        extra["tensorrt"], failure = _tensorrt(target, engine)
+        if failure is not None:
+            from reidprune.export.errors import ExportError
+
+            write_export_json(report, json_path_for(target), extra)
+            raise ExportError(
+                f"{failure} (the ONNX graph is kept; {json_path_for(target).name} has the report)"
+            )
     check = report.check
     rows = [
         {
@@ -186,6 +228,28 @@ def export_command(
     if data is not None:
         extra["accuracy"] = _accuracy(net, target, quantized_path, data, data_format, quantize, ir_paths)
     console.print(f"wrote {write_export_json(report, json_path_for(target), extra)}")
+
+
+def _tensorrt(graph: Path, engine: bool) -> tuple[dict[str, Any], str | None]:
+    """Check `graph` against TensorRT's ONNX parser; with `engine` (and a passing check) also build
+    model.engine next to it. Returns the report for export.json and, when it failed, its message."""
+    from reidprune.export.tensorrt import build_engine, check_tensorrt
+
+    report = check_tensorrt(graph)
+    result: dict[str, Any] = report.to_dict()
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    if not report.passed:
+        return result, report.message()
+    console.print(
+        f"TensorRT {report.tensorrt_version} parser check passed: opset {report.opset}, "
+        f"{sum(report.op_counts.values())} nodes of {len(report.op_counts)} op types, static shapes",
+        highlight=False,
+    )
+    if engine:
+        result["engine"] = build_engine(graph, graph.with_suffix(".engine"))
+        console.print(f"TensorRT {result['engine']['tensorrt']} built {graph.with_suffix('.engine')}")
+    return result, None
 
 
 def _accuracy(

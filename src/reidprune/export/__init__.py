@@ -8,6 +8,7 @@
     info = quantize_static_int8("out/model.onnx", "out/model.int8-static.onnx", reader)  # QDQ
     info = convert_fp16("out/model.onnx", "out/model.fp16.onnx")
     info = export_openvino(model, "out/model.onnx", "out/model.xml")  # IR, checked; OpenVinoModel runs it
+    report = check_tensorrt("out/model.onnx")      # TensorRT's ONNX parser: opset, ops, static shapes
 
 Exports resolve lazily (onnx, onnxruntime and openvino load only when used).
 """
@@ -38,6 +39,9 @@ _EXPORTS = {
     "convert_openvino": "reidprune.export.openvino",
     "export_openvino": "reidprune.export.openvino",
     "interleaved_times": "reidprune.measure.timing",
+    "TensorRTReport": "reidprune.export.tensorrt",
+    "check_tensorrt": "reidprune.export.tensorrt",
+    "build_engine": "reidprune.export.tensorrt",
 }
 
 __all__ = sorted(_EXPORTS)

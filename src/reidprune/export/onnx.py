@@ -181,6 +181,24 @@ def _value_info(values: Any) -> list[dict[str, Any]]:
     return out
 
 
+def fold_constants(path: str | Path) -> None:
+    """Rewrite the graph at `path` (in place) with constant folding and shape-to-constant folding
+    (ONNX Runtime's basic level: standard ONNX ops only, no contrib ops); a graph with static input
+    shapes keeps no Shape -> Gather chains feeding TopK's K or Slice / Unsqueeze axes."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    folded = path.with_name(path.name + ".folded")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        folded.replace(path)
+    finally:
+        folded.unlink(missing_ok=True)
+
+
 def write_metadata(path: str | Path, entries: dict[str, str], signature: Signature | None = None) -> None:
     """Add (or replace) string metadata_props of the ONNX file at `path`, in place; with `signature`,
     also state the outputs' non-batch sizes (the TorchScript exporter leaves some of them symbolic)."""
@@ -229,12 +247,15 @@ def export_onnx(
     seed: int = 0,
     json_path: str | Path | None = None,
     extra: dict[str, Any] | None = None,
+    fold: bool = False,
 ) -> ExportReport:
     """Export `model` (a reidprune model; left in the train/eval mode it was in) to `path`.
 
     batch: None = dynamic batch axis; an int = that static batch. exporter: "auto" | "torchscript" |
     "dynamo" (see the module docstring). check: compare with ONNX Runtime and raise ExportError
     when the graph is off by more than `tolerance` (relative to the output scale, floor 1).
+    fold: with a static batch, fold every shape computation into constants (ONNX Runtime's basic
+    graph optimisations, standard ops only), as TensorRT needs (`tensorrt.py`: TopK's K constant).
     The graph carries the model's architecture and signature as ONNX metadata, so that
     `OnnxModel(path)` can be evaluated like the PyTorch model without the model directory.
 
@@ -247,6 +268,8 @@ def export_onnx(
 
     check_opset(opset, exporter)
     check_batch(batch)
+    if fold and batch is None:
+        raise ExportError("fold=True needs a static batch (shapes are folded into constants)")
     path = Path(path)
     was_training = model.training
     try:
@@ -265,6 +288,8 @@ def export_onnx(
             used, reason = _export(wrapper, args, tmp, opset, batch is None, exporter, shown=path)
         finally:
             model.train(was_training)
+        if fold:
+            fold_constants(tmp)
         onnx.checker.check_model(str(tmp))
         write_metadata(tmp, _metadata(model, signature), signature)
         seconds = time.perf_counter() - start

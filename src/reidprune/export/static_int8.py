@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from reidprune.atomic import temporary_file
 from reidprune.export.errors import ExportError
 from reidprune.export.quantize import _prepare, _quiet, carry_metadata, count_ops
 from reidprune.export.wrapper import CAMIDS, IMAGES
@@ -144,27 +145,30 @@ def quantize_static_int8(
         reader.rewind()
     with tempfile.TemporaryDirectory(prefix="reidprune-qdq-") as tmp, _quiet():
         source, prepared = _prepare(src, Path(tmp) / "prepared.onnx")
-        try:
-            ort_quantize_static(
-                str(source),
-                str(dst),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(op_types),
-                per_channel=per_channel,
-                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=methods[method],
-                # symmetric int8 weights (zero point 0) run on the fastest integer kernels
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-                calibration_providers=["CPUExecutionProvider"],
-            )
-        except Exception as err:  # the quantiser raises plain Exceptions for graphs it cannot handle
-            raise ExportError(
-                f"{src}: static INT8 quantisation failed: {type(err).__name__}: {err}"
-            ) from None
+        # written under a temporary name and renamed when complete: a failed or killed run leaves
+        # the previous graph (or nothing), never a half-written one
+        with temporary_file(dst, ".tmp.onnx") as written:
+            try:
+                ort_quantize_static(
+                    str(source),
+                    str(written),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(op_types),
+                    per_channel=per_channel,
+                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=methods[method],
+                    # symmetric int8 weights (zero point 0) run on the fastest integer kernels
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                    calibration_providers=["CPUExecutionProvider"],
+                )
+            except Exception as err:  # the quantiser raises plain Exceptions for graphs it cannot handle
+                raise ExportError(
+                    f"{src}: static INT8 quantisation failed: {type(err).__name__}: {err}"
+                ) from None
+            carry_metadata(src, written)
     images = getattr(reader, "images", None)
-    carry_metadata(src, dst)
     ops = count_ops(dst, QDQ_OPS)
     return {
         "path": str(dst),
