@@ -15,7 +15,7 @@ from reidprune.cli.model_dirs import resolve_model_dir
 from reidprune.config import load_config
 from reidprune.data.config import DataConfig, requested_size
 from reidprune.errors import CheckpointError, ConfigError
-from reidprune.evaluate.forward import input_size_for
+from reidprune.models.forward import input_size_for
 
 # a 2-block ViT built for 32 x 16 (8 px patches: a 4 x 2 grid); the data defaults are 256 x 128
 SMALL_VIT = {

@@ -121,7 +121,7 @@ def eval_command(
     from reidprune.data import build_dataset, build_loaders
     from reidprune.errors import DataError
     from reidprune.evaluate import evaluate_classification, evaluate_reid
-    from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.models.forward import use_model_input_size
 
     if which_epoch is not None:
         from reidprune.train.snapshots import choose_snapshot

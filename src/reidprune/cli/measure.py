@@ -16,7 +16,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 def _input_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
-    from reidprune.config import ConfigError
+    from reidprune.errors import ConfigError
 
     try:
         height, width = (int(v) for v in text.lower().split("x"))
@@ -76,8 +76,8 @@ def measure_command(
     import torch
 
     from reidprune.cli.eval import resolve_device
-    from reidprune.config import ConfigError
-    from reidprune.evaluate.forward import input_size_for
+    from reidprune.errors import ConfigError
+    from reidprune.models.forward import input_size_for
     from reidprune.measure import benchmark_speed, count_gmacs, count_params
 
     if dtype not in DTYPES:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from reidprune._lazy import lazy_exports
 from reidprune.compress.config import PruneConfig
-from reidprune.compress.plan import CompressionPlan
+from reidprune.models.plan import CompressionPlan
 
 _LAZY = {
     "prune_tokens": "reidprune.compress.tokens",

@@ -97,7 +97,7 @@ def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str
 
 def _prune(cfg: ExperimentConfig) -> dict[str, Any]:
     from reidprune.data import build_dataset, build_loaders
-    from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.models.forward import use_model_input_size
     from reidprune.models.serialization import save
     from reidprune.train.distributed import resolve_device
     from reidprune.train.engine import seed_everything

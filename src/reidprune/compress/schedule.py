@@ -29,7 +29,7 @@ from typing import Any
 from torch import nn
 
 from reidprune.compress.config import PruneConfig
-from reidprune.compress.plan import CompressionPlan
+from reidprune.models.plan import CompressionPlan
 from reidprune.errors import CompressionError
 
 FAMILIES = ("token", "head", "filter")

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from reidprune.evaluate.forward import forward_model, model_input_size
+from reidprune.models.forward import forward_model, model_input_size
 from reidprune.measure.speed import cpu_name
 
 Key = TypeVar("Key", bound=Hashable)  # names of the timed callables

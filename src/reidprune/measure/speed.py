@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidprune.evaluate.forward import forward_model, model_device, model_dtype, model_input_size
+from reidprune.models.forward import forward_model, model_device, model_dtype, model_input_size
 from reidprune.measure.deploy import prepare_for_inference
 
 

@@ -312,7 +312,7 @@ class Engine:
                 "the checkpoint holds a different architecture than the model passed in, so the given "
                 "optimiser cannot be used; pass optimizer=None to resume"
             )
-        from reidprune.compress.plan import CompressionPlan
+        from reidprune.models.plan import CompressionPlan
         from reidprune.models.registry import build
 
         self.model = build(json.loads(saved))

@@ -117,7 +117,7 @@ def train_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: boo
 
 def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     from reidprune.data import build_dataset, build_loaders
-    from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.models.forward import use_model_input_size
     from reidprune.models.serialization import load, save
 
     device = resolve_device(cfg.device)

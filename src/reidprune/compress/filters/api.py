@@ -28,7 +28,7 @@ from reidprune.compress.filters.targets import (
     unwrap,
     zero_filters,
 )
-from reidprune.compress.plan import CompressionPlan
+from reidprune.models.plan import CompressionPlan
 from reidprune.errors import CompressionError
 from reidprune.models.resnet import ResNet
 

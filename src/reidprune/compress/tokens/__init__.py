@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from reidprune.compress.calibration import calibrate
-from reidprune.compress.plan import CompressionPlan, plan_of
+from reidprune.models.plan import CompressionPlan, plan_of
 from reidprune.compress.tokens.amg import (
     KeyValueReducer,
     SkipReducer,
