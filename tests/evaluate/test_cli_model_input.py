@@ -95,7 +95,7 @@ def test_measure_refuses_a_size_the_model_cannot_take(runner: CliRunner, vit_dir
 
 @pytest.mark.slow
 def test_prune_without_a_size_uses_the_models(vit_dir: Path, market_root: Path, tmp_path: Path) -> None:
-    from reidprune.compress.experiment import prune_experiment
+    from reidprune.jobs.prune import prune_experiment
 
     cfg = load_config(
         overrides=[

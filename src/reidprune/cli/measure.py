@@ -25,25 +25,6 @@ def _input_size(text: str | None) -> tuple[int, int] | None:
     return height, width
 
 
-def _build(model: str, device: Any) -> Any:
-    """A saved reidprune model directory (or a run directory holding one), or a registry entry with
-    random weights (costs do not depend on weight values, except for data-dependent token reduction:
-    measure the saved model)."""
-    from reidprune import models
-    from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
-
-    if is_saved_model(model):
-        return models.load(resolve_model_dir(model), map_location=device)
-    if Path(model).exists():
-        from reidprune.models.checkpoint_io import CheckpointError
-
-        raise CheckpointError(
-            f"{model}: not a reidprune model directory (no model.json), nor a run directory holding one, "
-            "nor a registry name"
-        )
-    return models.create(model).to(device).eval()
-
-
 def measure_command(
     model_names: list[str] = typer.Argument(
         ..., metavar="MODEL...", help="reidprune model directories or registry names"
@@ -76,9 +57,11 @@ def measure_command(
     import torch
 
     from reidprune.cli.eval import resolve_device
+    from reidprune.cli.model_dirs import say
     from reidprune.errors import ConfigError
-    from reidprune.models.forward import input_size_for
     from reidprune.measure import benchmark_speed, count_gmacs, count_params
+    from reidprune.models.forward import input_size_for
+    from reidprune.models.loading import load_model
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
@@ -90,7 +73,9 @@ def measure_command(
     torch_device = resolve_device(device)
     results, rows = [], []
     for name in model_names:
-        net = _build(name, torch_device)
+        # a saved model (or run directory), or a registry entry with random weights: costs do not
+        # depend on weight values, except for data-dependent token reduction (measure the saved model)
+        net = load_model(name, map_location=torch_device, log=say)
         net_size = input_size_for(net, size, "--input-size")
         params = count_params(net)
         macs = count_gmacs(net, input_size=net_size)

@@ -3,10 +3,10 @@
     student, plan = reidprune.compress.prune_tokens(model, method="amg", rate=0.4, data=calib)
     student, plan = reidprune.compress.prune_heads(student, method="entropy", rate=0.25, data=calib)
     small, plan = reidprune.compress.prune_filters(resnet, method="hfp", rate=0.5)
-    result = reidprune.compress.run_schedule(model, cfg, loaders, "runs/x")   # rounds + fine-tuning
 
-Entry points are imported lazily: `reidprune.config` imports `compress.config` early, before the
-models the compression modules depend on are loaded.
+Prune / fine-tune schedules and the prune job combine these with training: `reidprune.jobs`.
+Entry points are imported lazily, so that `reidprune.config` (which imports `compress.config`)
+stays free of torch.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ _LAZY = {
     "filter_pruning_callback": "reidprune.compress.filters",
     "extract_pruned": "reidprune.compress.filters",
     "calibrate": "reidprune.compress.calibration",
-    "run_schedule": "reidprune.compress.schedule",
-    "prune_experiment": "reidprune.compress.experiment",
+    # deprecated (one release): moved to reidprune.jobs, above compress and train
+    "run_schedule": "reidprune.jobs.schedule",
+    "prune_experiment": "reidprune.jobs.prune",
 }
 
 __all__ = ["CompressionPlan", "PruneConfig", *sorted(_LAZY)]

@@ -19,8 +19,8 @@ from reidprune.errors import ConfigError, DataError
 from reidprune.evaluate.config import EvalConfig
 from reidprune.evaluate.distance import METRICS, DistanceBlocks
 from reidprune.evaluate.features import Features, extract_features
-from reidprune.models.forward import model_device
 from reidprune.evaluate.ranking import GalleryIndex, QueryStats, rank_block, summarize
+from reidprune.models.forward import model_device
 
 log = logging.getLogger(__name__)
 

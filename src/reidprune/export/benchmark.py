@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from reidprune.models.forward import forward_model, model_input_size
 from reidprune.measure.speed import cpu_name
+from reidprune.models.forward import forward_model, model_input_size
 
 Key = TypeVar("Key", bound=Hashable)  # names of the timed callables
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidprune.models.forward import forward_model, model_device, model_dtype, model_input_size
 from reidprune.measure.deploy import prepare_for_inference
+from reidprune.models.forward import forward_model, model_device, model_dtype, model_input_size
 
 
 def _sync(device: torch.device) -> None:

@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from reidprune.compress.calibration import calibrate
-from reidprune.models.plan import CompressionPlan, plan_of
 from reidprune.compress.tokens.amg import (
     KeyValueReducer,
     SkipReducer,
@@ -59,6 +58,7 @@ from reidprune.compress.tokens.spec import (
 from reidprune.compress.tokens.tome import ToMeReducer
 from reidprune.compress.tokens.topk import TopKReducer, default_locations, keep_count
 from reidprune.errors import CompressionError
+from reidprune.models.plan import CompressionPlan, plan_of
 
 __all__ = [
     "METHOD_OPTIONS",
