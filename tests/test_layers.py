@@ -72,14 +72,15 @@ def layer_of(package: str) -> int:
     raise AssertionError(f"src/reidprune/{package}: not in any layer of tests/test_layers.py; add it")
 
 
-def module_parts(path: Path) -> list[str]:
-    parts = ["reidprune", *path.relative_to(PACKAGE).with_suffix("").parts]
+def module_parts(path: Path, root: Path = PACKAGE) -> list[str]:
+    parts = ["reidprune", *path.relative_to(root).with_suffix("").parts]
     return parts[:-1] if parts[-1] == "__init__" else parts
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
-    """(line, dotted module) for every reidprune module `path` imports, resolved to absolute names."""
-    own = module_parts(path)
+def imported_modules(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:
+    """(line, dotted module) for every reidprune module `path` (a file under `root`, the reidprune
+    package folder) imports, resolved to absolute names."""
+    own = module_parts(path, root)
     package = own if path.name == "__init__.py" else own[:-1]
     found: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -172,3 +173,35 @@ def test_allowed_exceptions_are_still_needed() -> None:
     assert set(ALLOWED) == set(ALLOWED_FILES)
     stale = [edge for edge in ALLOWED if edge not in used]
     assert not stale, f"ALLOWED edges no module takes any more (remove them): {stale}"
+
+
+def test_imports_in_functions_relative_imports_and_lazy_tables_are_found(tmp_path: Path) -> None:
+    root = tmp_path / "reidprune"
+    (root / "models").mkdir(parents=True)
+    module = root / "models" / "probe.py"
+    module.write_text(
+        "from . import forward\n"
+        "from .plan import CompressionPlan\n"
+        "import reidprune.data.config\n"
+        "def late():\n"
+        "    from .. import compress\n"
+        "    from reidprune import create\n"
+        "__getattr__, __dir__ = lazy_exports(__name__, {'fit': 'reidprune.train.engine'})\n"
+    )
+    found = imported_modules(module, root)
+    assert [name for _, name in found] == [
+        "reidprune.models",  # `from . import forward`: the package is enough to know the layer
+        "reidprune.models.plan",
+        "reidprune.data.config",
+        "reidprune.compress",
+        "reidprune.create",  # a name of the package root
+        "reidprune.train.engine",
+    ]
+    assert [top_package(name) for _, name in found] == [
+        "models",
+        "models",
+        "data",
+        "compress",
+        "__init__",
+        "train",
+    ]
