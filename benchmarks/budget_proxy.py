@@ -125,8 +125,8 @@ def main() -> None:
     from reidprune.budget.cost import GmacsCostModel
     from reidprune.budget.proxy import EmbeddingProxy
     from reidprune.budget.search import greedy_search
-    from reidprune.compress.schedule import _finetune
     from reidprune.evaluate import evaluate_reid
+    from reidprune.jobs.schedule import finetune
     from reidprune.train.distributed import resolve_device
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +150,7 @@ def main() -> None:
                 candidate = apply_plan(model, space, result.removed)
                 score = proxy(candidate)
                 teacher = copy.deepcopy(model).eval()
-                tuned, _ = _finetune(
+                tuned, _ = finetune(
                     candidate,
                     args.epochs,
                     cfg,

@@ -54,12 +54,12 @@ def _load(path: Path) -> ExperimentConfig:
 
 PRUNE_CONFIGS = [p for p in ALL_CONFIGS if _load(p).prune.method != "none"]
 
-# Training identities (re-ID) or classes of the real data sets: what `build_model` passes as num_classes.
+# Training identities (re-ID) or classes of the real data sets: what `job_model` passes as num_classes.
 NUM_CLASSES = {"market1501": 751, "dukemtmc": 702, "occluded_duke": 702, "msmt17": 1041, "imagefolder": 1000}
 
 
 def _arch(cfg: ExperimentConfig, img_size: list[int] | None = None) -> Any:
-    """The configured architecture as `build_model` would create it (no module is built)."""
+    """The configured architecture as `job_model` would create it (no module is built)."""
     return arch_config(
         cfg.model.name,
         num_classes=NUM_CLASSES.get(cfg.data.format, 751),

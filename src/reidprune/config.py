@@ -10,22 +10,33 @@ outputs so that every result can be reproduced.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from reidprune.atomic import write_text
 from reidprune.compress.config import PruneConfig
 from reidprune.data.config import DataConfig
-from reidprune.errors import ConfigError
+from reidprune.errors import ConfigError  # reidprune.config.ConfigError stays importable: the same class
 from reidprune.evaluate.config import EvalConfig
 from reidprune.models.config import ModelConfig
+from reidprune.schema import check_device, describe, structured  # check_device: re-exported
 from reidprune.train.config import TrainConfig
 
 T = TypeVar("T")
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "check_device",
+    "load_config",
+    "replace",
+    "save_config",
+    "structured",
+    "to_yaml",
+]
 
 
 @dataclass
@@ -39,26 +50,6 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def structured(schema: type[T], values: dict[str, Any] | DictConfig | None = None, *, where: str = "") -> T:
-    """Validate `values` against the dataclass `schema` and return an instance of it.
-
-    Raises ConfigError naming `where` (a file or "override") and the offending key.
-    """
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), values or {})
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as err:
-        prefix = f"{where}: " if where else ""
-        raise ConfigError(f"{prefix}{_describe(err)}") from None
-
-
-def _describe(err: OmegaConfBaseException) -> str:
-    key = getattr(err, "full_key", None)
-    # OmegaConf appends "full_key: ... object_type=..." lines to its messages; one line is enough
-    msg = (getattr(err, "msg", None) or str(err) or type(err).__name__).strip().splitlines()[0]
-    return f"key '{key}': {msg}" if key else msg
 
 
 def load_config(
@@ -88,19 +79,9 @@ def load_config(
         config: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         where = str(path) if path is not None else "override"
-        raise ConfigError(f"{where}: {_describe(err)}") from None
+        raise ConfigError(f"{where}: {describe(err)}") from None
     check_device(config.device)
     return config
-
-
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-def check_device(name: str, key: str = "device") -> str:
-    """Refuse a device name torch or this machine setup cannot mean (ConfigError naming `key`)."""
-    if not isinstance(name, str) or not _DEVICE.fullmatch(name):
-        raise ConfigError(f"{key}='{name}': expected auto, cpu, cuda, cuda:N or mps")
-    return name
 
 
 def to_yaml(config: Any) -> str:
@@ -109,8 +90,6 @@ def to_yaml(config: Any) -> str:
 
 def save_config(config: Any, directory: str | Path, filename: str = "config.yaml") -> Path:
     """Write the resolved config next to a job's outputs."""
-    from reidprune.atomic import write_text
-
     return write_text(Path(directory) / filename, to_yaml(config))
 
 

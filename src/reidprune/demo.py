@@ -126,7 +126,7 @@ def _reuse_or_redo(
 
 
 def _baseline(cfg: ExperimentConfig, log: Callable[[str], None] | None) -> Path:
-    from reidprune.train.experiment import train_experiment
+    from reidprune.jobs.train import train_experiment
 
     out = Path(cfg.output_dir)
     # the prune section is the variants' business: it does not change the baseline
@@ -147,8 +147,8 @@ def _variant(
     root: Path,
     log: Callable[[str], None] | None,
 ) -> Path:
-    from reidprune.compress.experiment import prune_experiment
     from reidprune.export.onnx import model_dir_sha256
+    from reidprune.jobs.prune import prune_experiment
 
     out = root / variant.name
     cfg = load_config(
@@ -283,18 +283,19 @@ def _run(
     log: Callable[[str], None] | None,
     timing_seconds: float,
 ) -> DemoResult:
-    from reidprune.models.serialization import load
+    from reidprune.jobs.prune import model_cost
+    from reidprune.models.loading import load_model
 
     baseline = _baseline(cfg, log)
     runs = [baseline] + [_variant(cfg_path, base_overrides, baseline, v, root, log) for v in variants]
 
     base_metrics = json.loads((baseline / "metrics.json").read_text())
-    base_model = load(baseline / "final")
+    base_model = load_model(baseline / "final")
     models = {"baseline": (base_model, base_metrics["test"]["final"])}
     model_dirs = {"baseline": baseline / "final"}
     for run, variant in zip(runs[1:], variants, strict=True):
         metrics = json.loads((run / "metrics.json").read_text())
-        models[variant.name] = (load(run / "model"), metrics["pruned"]["test"])
+        models[variant.name] = (load_model(run / "model"), metrics["pruned"]["test"])
         model_dirs[variant.name] = run / "model"
 
     result = DemoResult(output_dir=root)
@@ -311,8 +312,6 @@ def _run(
     times = _measure_speed(models, root / "onnx" if export else None, timing_seconds)
     base = times["baseline"]
     for name, (model, test) in models.items():
-        from reidprune.compress.experiment import model_cost
-
         cost = model_cost(model)
         result.rows.append(
             {

@@ -2,8 +2,9 @@
 `reidprune.atomic` (which imports nothing of ours either).
 
 They are raised where the bad value enters, naming the file, key or value and what was
-expected; the CLI prints them as one line (exit code 2) instead of a traceback. Keeping this
-module free of imports lets any module raise them without import cycles.
+expected; the CLI prints them as one line (exit code 2) instead of a traceback. This module is in
+the base layer (tests/test_layers.py), so every package imports its errors from here, at module
+level; `reidprune.config.ConfigError` is the same class.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from filters_helpers import tiny_resnet
 from batchnorm_helpers import randomise_bn
 from reidprune.compress.filters import extract_pruned, prunable_convs, prune_filters
 from reidprune.compress.filters.masked import masked_model
-from reidprune.compress.plan import CompressionPlan
 from reidprune.errors import CompressionError
+from reidprune.models.plan import CompressionPlan
 
 
 @pytest.mark.parametrize("name", ["resnet18_bafd", pytest.param("resnet50_bafd", marks=pytest.mark.slow)])

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from reidprune.compress.filters import prune_filters
+from reidprune.compress.filters.recover import create_pruned_from_checkpoint
 from reidprune.models import create
 from reidprune.models.checkpoint_io import CheckpointError
-from reidprune.models.import_resnet import create_pruned_from_checkpoint
 
 ARCH = {"img_size": [32, 16], "stage_planes": [8, 8, 16, 16]}
 # layer1.0.conv1's 8 filters get these L1 norms: at rate 0.5 HFP keeps the four largest (8, 7, 6, 5)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import reidprune
-from reidprune.compress.plan import CompressionPlan, flat_plan
 from reidprune.models import create
+from reidprune.models.plan import CompressionPlan, flat_plan
 
 STEPS = [
     ("token-amg", 0.1, {"kept_tokens": [5, 4]}),

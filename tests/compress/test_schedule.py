@@ -11,9 +11,10 @@ import torch
 
 import reidprune.compress.heads as heads_api
 from reidprune.compress.config import PruneConfig
-from reidprune.compress.schedule import check_prune_config, method_options, run_schedule
+from reidprune.compress.schedule import check_prune_config, method_options
 from reidprune.config import ExperimentConfig
 from reidprune.errors import CompressionError
+from reidprune.jobs.schedule import run_schedule
 from reidprune.models import create
 
 

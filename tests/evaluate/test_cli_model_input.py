@@ -15,7 +15,7 @@ from reidprune.cli.model_dirs import resolve_model_dir
 from reidprune.config import load_config
 from reidprune.data.config import DataConfig, requested_size
 from reidprune.errors import CheckpointError, ConfigError
-from reidprune.evaluate.forward import input_size_for
+from reidprune.models.forward import input_size_for
 
 # a 2-block ViT built for 32 x 16 (8 px patches: a 4 x 2 grid); the data defaults are 256 x 128
 SMALL_VIT = {
@@ -95,7 +95,7 @@ def test_measure_refuses_a_size_the_model_cannot_take(runner: CliRunner, vit_dir
 
 @pytest.mark.slow
 def test_prune_without_a_size_uses_the_models(vit_dir: Path, market_root: Path, tmp_path: Path) -> None:
-    from reidprune.compress.experiment import prune_experiment
+    from reidprune.jobs.prune import prune_experiment
 
     cfg = load_config(
         overrides=[

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reidprune.evaluate.forward import embedding_of
 from reidprune.models import build_foreign, create, feature_extractor
+from reidprune.models.forward import embedding_of
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
 from export_helpers import TINY_VIT

@@ -8,10 +8,10 @@ import torchvision
 
 from reidprune.compress.filters import prunable_convs
 from reidprune.compress.filters.criteria import select_sfp
+from reidprune.compress.filters.recover import create_pruned_from_checkpoint
 from reidprune.compress.filters.targets import zero_filters
 from reidprune.models import create, create_from_checkpoint, load_checkpoint
 from reidprune.models.checkpoint_io import CheckpointError
-from reidprune.models.import_resnet import create_pruned_from_checkpoint
 
 SMALL = [64, 32]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from reidprune.compress.plan import CompressionPlan
 from reidprune.models import arch_config, build, create, list_models, load, load_checkpoint, save
 from reidprune.models.checkpoint_io import CheckpointError
+from reidprune.models.plan import CompressionPlan
 
 # ViT entries are built with 2 layers, a narrow width and a small input: the round trip exercises each
 # entry's structure (head type, JPM, bias, scale), which does not depend on size. Other families are

@@ -6,8 +6,8 @@ import typer
 from typer.testing import CliRunner
 
 from reidprune.cli import models as models_cli
-from reidprune.compress.plan import CompressionPlan
 from reidprune.models import create, save
+from reidprune.models.plan import CompressionPlan
 
 
 def _app() -> typer.Typer:

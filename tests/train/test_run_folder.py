@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from reidprune.atomic import FolderLockedError, folder_lock
 from reidprune.cli import _register, app
-from reidprune.compress.experiment import prune_experiment
 from reidprune.config import ExperimentConfig, load_config, save_config
 from reidprune.errors import ConfigError
+from reidprune.jobs.prune import prune_experiment
+from reidprune.jobs.train import train_experiment
 from reidprune.run_folder import prepare_output_dir
-from reidprune.train.experiment import train_experiment
 
 
 def _cfg(out: Path, *overrides: str) -> ExperimentConfig:

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from reidprune import models
-from reidprune.compress.experiment import load_trained
 from reidprune.config import load_config
 from reidprune.data import build_dataset
 from reidprune.errors import TrainingError
-from reidprune.train.experiment import build_model
+from reidprune.jobs.loading import job_model
 
 # a 2-block ViT with a plain linear classifier of 10 classes (as DeiT's 1000-way ImageNet head)
 LINEAR_VIT = {
@@ -54,9 +53,7 @@ def test_prune_refuses_a_classifier_of_other_classes_as_train_does(imagefolder: 
     assert num_classes == 2
     expected = rf"model.weights={model_dir}: the model has 10 classes but the training split of .* has 2"
     with pytest.raises(TrainingError, match=expected):
-        build_model(cfg, num_classes)  # train
-    with pytest.raises(TrainingError, match=expected):
-        load_trained(cfg, cfg.model.weights, num_classes)  # prune
+        job_model(cfg, cfg.model.weights, num_classes)  # what train and prune both start from
 
 
 def test_prune_refuses_a_foreign_checkpoint_of_other_classes(imagefolder: Path, tmp_path: Path) -> None:
@@ -65,4 +62,4 @@ def test_prune_refuses_a_foreign_checkpoint_of_other_classes(imagefolder: Path, 
     torch.save(models.create("vit_tiny_reid", **LINEAR_VIT).state_dict(), weights)
     cfg = _cfg(imagefolder, weights)
     with pytest.raises(TrainingError, match=r"the model has 10 classes but the training split of .* has 2"):
-        load_trained(cfg, cfg.model.weights, 2)
+        job_model(cfg, cfg.model.weights, 2)

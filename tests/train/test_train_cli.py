@@ -13,8 +13,8 @@ import reidprune
 from reidprune.cli import _register, app
 from reidprune.config import load_config
 from reidprune.data import build_dataset, build_loaders
+from reidprune.jobs.loading import job_model
 from reidprune.train import BaseCallback, fit
-from reidprune.train.experiment import build_model
 from reidprune.train.log import read_log
 
 CONFIG = """
@@ -112,7 +112,7 @@ def test_resume_is_exact_with_the_real_data_pipeline(config_file: Path, tmp_path
 
     def run(out: Path, kill_at: int | None = None, resume: bool = False):
         torch.manual_seed(0)
-        model = build_model(cfg, splits.num_classes)
+        model = job_model(cfg, cfg.model.weights, splits.num_classes).train()
         loaders = build_loaders(cfg.data, splits, seed=cfg.seed)
         return fit(model, loaders, cfg.train, out, callbacks=[_KillAt(kill_at)], resume=resume, seed=cfg.seed)
 

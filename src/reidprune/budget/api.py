@@ -25,8 +25,8 @@ from reidprune.budget.candidates import SearchSpace, apply_plan, cnn_space, is_v
 from reidprune.budget.cost import UNITS, CostModel, GmacsCostModel, latency_cost_model
 from reidprune.budget.proxy import EmbeddingProxy
 from reidprune.budget.search import SearchResult, check_reachable, describe_plan, greedy_search
-from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.errors import CompressionError
+from reidprune.models.plan import CompressionPlan, plan_of
 
 GMACS_RUNTIME = "gmacs"  # runtime name whose "speed-up" is the GMACs ratio
 DEFAULT_HEAD_WEIGHTS = (0.5, 1.0, 2.0)

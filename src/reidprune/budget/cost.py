@@ -163,7 +163,7 @@ def _cnn_terms(model: nn.Module) -> list[list[ConvTerm]]:
     """Per residual block, the convs whose MACs the internal widths change, with their output sizes
     recorded by one eval forward pass on a zero image."""
     from reidprune.compress.filters.targets import require_resnet
-    from reidprune.evaluate.forward import forward_model, model_device, model_dtype, model_input_size
+    from reidprune.models.forward import forward_model, model_device, model_dtype, model_input_size
     from reidprune.models.resnet import block_names, internal_conv_names, last_conv_name
 
     net = require_resnet(model)

@@ -53,7 +53,7 @@ from reidprune.budget.probes import (
     MlpProbe,
 )
 from reidprune.budget.runtimes import Runner, setting_for
-from reidprune.evaluate.forward import model_input_size
+from reidprune.models.forward import model_input_size
 from reidprune.models.vit import VisionTransformer
 
 Probe = Callable[[], tuple[nn.Module, tuple[Tensor, ...]]]  # builds (module, example inputs) on demand

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reidprune.evaluate.forward import embedding_of, forward_model
+from reidprune.models.forward import embedding_of, forward_model
 from reidprune.models.vit import Attention, Mlp, TokenState
 
 

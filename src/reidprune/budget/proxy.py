@@ -27,7 +27,7 @@ def embeddings(
     model: nn.Module, batches: Sequence[dict[str, Any]], device: torch.device | None = None
 ) -> Tensor:
     """(n_images, D) float32 eval-mode embeddings of every image in `batches`; modes are restored."""
-    from reidprune.evaluate.forward import embedding_of, forward_model, model_device
+    from reidprune.models.forward import embedding_of, forward_model, model_device
 
     device = device or model_device(model)
     was_training = model.training

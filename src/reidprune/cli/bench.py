@@ -36,7 +36,7 @@ def bench_command(
 ) -> None:
     """Several saved models side by side, in one process, timings interleaved: params, GMACs, PyTorch
     throughput and batch-1 latency, ONNX Runtime (and OpenVINO) batch-1 latency (CPU)."""
-    from reidprune.config import ConfigError
+    from reidprune.errors import ConfigError
     from reidprune.export.benchmark import RUNTIMES, bench_models
     from reidprune.models import load
 

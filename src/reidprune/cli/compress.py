@@ -53,12 +53,13 @@ def compress_command(
     from reidprune import models
     from reidprune.budget.api import resolve_target, to_budget
     from reidprune.cli.eval import _data_config
-    from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
+    from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.config import ConfigError, load_config
     from reidprune.data import build_dataset, build_loaders
     from reidprune.errors import DataError
-    from reidprune.evaluate.forward import use_model_input_size
     from reidprune.measure.flops import count_gmacs
+    from reidprune.models.forward import use_model_input_size
+    from reidprune.models.loading import is_saved_model
     from reidprune.models.serialization import save
     from reidprune.train.distributed import resolve_device
     from reidprune.train.engine import seed_everything
@@ -102,11 +103,11 @@ def compress_command(
     )
     out.mkdir(parents=True, exist_ok=True)
     if epochs:
-        from reidprune.compress.schedule import _finetune
+        from reidprune.jobs.schedule import finetune
 
         searched = small.compression_plan
         teacher = copy.deepcopy(original).eval()
-        small, record = _finetune(
+        small, record = finetune(
             small, epochs, cfg, loaders, out / "finetune", teacher, torch_device, select_best=True
         )
         small.compression_plan = searched

@@ -15,49 +15,6 @@ SPLITS = ("test", "val")
 EVAL_SPLITS = ("query", "gallery", "val_query", "val_gallery", "val")
 
 
-def load_model(
-    model: str,
-    weights: Path | None,
-    cfg: Any,
-    device: Any,
-    num_classes: int | None = None,
-    allow_import: bool = False,
-) -> Any:
-    """A reidprune model directory (or a run directory holding one), or registry entry `model` with a
-    foreign checkpoint (`weights`) or, without one, random weights. Registry models are built for the
-    configured input size (data.height x data.width) when set, else for the entry's own."""
-    from reidprune import models
-    from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
-    from reidprune.data.config import requested_size
-
-    if is_saved_model(model):
-        if weights is not None:
-            from reidprune.config import ConfigError
-
-            raise ConfigError(
-                f"{model} is a reidprune model directory with its own weights; drop --weights {weights}"
-            )
-        return models.load(resolve_model_dir(model), map_location=device, allow_import=allow_import)
-    if Path(model).exists():
-        from reidprune.models.checkpoint_io import CheckpointError
-
-        raise CheckpointError(
-            f"{model}: not a reidprune model directory (no model.json) nor a run directory holding one; "
-            "for a foreign checkpoint pass a registry name and --weights PATH, e.g. "
-            "`reidprune eval transreid_base --weights model.pth`"
-        )
-    size = requested_size(cfg.data)
-    kwargs = {**({"img_size": list(size)} if size is not None else {}), **cfg.model.kwargs}
-    if weights is not None:
-        built = models.create_from_checkpoint(model, weights, strict=cfg.model.strict, **kwargs)
-    else:
-        console.print(f"[yellow]warning:[/] {model} has random weights (no --weights given)")
-        if num_classes:
-            kwargs.setdefault("num_classes", num_classes)
-        built = models.create(model, **kwargs)
-    return built.to(device).eval()
-
-
 def _data_config(cfg: Any, data_format: str | None, data_root: str | None, format_is_default: bool) -> Any:
     """The data section with the command line's format and root. A --data-root whose format nobody
     gave (neither --data-format, the YAML nor an override) is detected, never assumed synthetic."""
@@ -114,11 +71,13 @@ def eval_command(
     allow_import: bool = typer.Option(False, "--allow-import", help=ALLOW_IMPORT_HELP),
 ) -> None:
     """Evaluate a model: re-ID mAP / mINP / CMC (standard protocol) or classification top-1 / top-5, in percent."""
-    from reidprune.config import ConfigError, load_config
+    from reidprune.cli.model_dirs import say
+    from reidprune.config import load_config
     from reidprune.data import build_dataset, build_loaders
-    from reidprune.errors import DataError
+    from reidprune.errors import ConfigError, DataError
     from reidprune.evaluate import evaluate_classification, evaluate_reid
-    from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.models.forward import use_model_input_size
+    from reidprune.models.loading import is_saved_model, load_model
     from reidprune.train.distributed import resolve_device
 
     if which_epoch is not None:
@@ -144,8 +103,18 @@ def eval_command(
             f"{cfg.data.root}: detected the {splits.format} layout (--data-format chooses another)",
             highlight=False,
         )
+    if weights is None and not is_saved_model(model) and not Path(model).exists():
+        console.print(f"[yellow]warning:[/] {model} has random weights (no --weights given)")
+    # registry models are built for data.height x data.width when set, else for the entry's own size
     net = load_model(
-        model, weights, cfg, torch_device, num_classes=splits.num_classes, allow_import=allow_import
+        model,
+        weights,
+        model_cfg=cfg.model,
+        data_cfg=cfg.data,
+        num_classes=splits.num_classes,
+        map_location=torch_device,
+        log=say,
+        allow_import=allow_import,
     )
     use_model_input_size(cfg.data, net)
     # only the evaluated splits get loaders (and a decoded-image cache)

@@ -38,7 +38,7 @@ def export_errors(fn: F) -> F:
 
 def parse_batch(text: str) -> int | None:
     """ "dynamic" -> None, "N" -> N (>= 1)."""
-    from reidprune.config import ConfigError
+    from reidprune.errors import ConfigError
 
     if text == "dynamic":
         return None
@@ -113,7 +113,7 @@ def export_command(
 
     from reidprune.cli.export_variants import openvino_graphs, quantize_graph
     from reidprune.cli.model_dirs import resolve_model_dir
-    from reidprune.config import ConfigError
+    from reidprune.errors import ConfigError
     from reidprune.export.onnx import check_onnx, export_onnx, model_dir_sha256, write_export_json
     from reidprune.export.quantize import quantize_int8
     from reidprune.models import load

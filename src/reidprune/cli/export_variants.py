@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from reidprune.config import ConfigError
+from reidprune.errors import ConfigError
 
 DEFAULT_CALIBRATION_IMAGES = 256
 

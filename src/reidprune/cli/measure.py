@@ -17,32 +17,13 @@ DTYPES = ("float32", "bfloat16", "float16")
 def _input_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
-    from reidprune.config import ConfigError
+    from reidprune.errors import ConfigError
 
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--input-size {text}: expected HxW, e.g. 256x128") from None
     return height, width
-
-
-def _build(model: str, device: Any, allow_import: bool = False) -> Any:
-    """A saved reidprune model directory (or a run directory holding one), or a registry entry with
-    random weights (costs do not depend on weight values, except for data-dependent token reduction:
-    measure the saved model)."""
-    from reidprune import models
-    from reidprune.cli.model_dirs import is_saved_model, resolve_model_dir
-
-    if is_saved_model(model):
-        return models.load(resolve_model_dir(model), map_location=device, allow_import=allow_import)
-    if Path(model).exists():
-        from reidprune.models.checkpoint_io import CheckpointError
-
-        raise CheckpointError(
-            f"{model}: not a reidprune model directory (no model.json), nor a run directory holding one, "
-            "nor a registry name"
-        )
-    return models.create(model).to(device).eval()
 
 
 def measure_command(
@@ -77,9 +58,11 @@ def measure_command(
     """
     import torch
 
-    from reidprune.config import ConfigError
-    from reidprune.evaluate.forward import input_size_for
+    from reidprune.cli.model_dirs import say
+    from reidprune.errors import ConfigError
     from reidprune.measure import benchmark_speed, count_gmacs, count_params
+    from reidprune.models.forward import input_size_for
+    from reidprune.models.loading import load_model
     from reidprune.train.distributed import resolve_device
 
     if dtype not in DTYPES:
@@ -92,7 +75,9 @@ def measure_command(
     torch_device = resolve_device(device)
     results, rows = [], []
     for name in model_names:
-        net = _build(name, torch_device, allow_import)
+        # a saved model (or run directory), or a registry entry with random weights: costs do not
+        # depend on weight values, except for data-dependent token reduction (measure the saved model)
+        net = load_model(name, map_location=torch_device, log=say, allow_import=allow_import)
         net_size = input_size_for(net, size, "--input-size")
         params = count_params(net)
         macs = count_gmacs(net, input_size=net_size)

@@ -89,8 +89,8 @@ def extract_command(
 ) -> None:
     """The BAFD seed's test_small.py: the physically smaller model of a checkpoint with zero filters,
     or of an HFP small-model file given with its original; saved in reidprune format."""
-    from reidprune.config import ConfigError
-    from reidprune.models.import_resnet import create_pruned_from_checkpoint
+    from reidprune.compress.filters.recover import create_pruned_from_checkpoint
+    from reidprune.errors import ConfigError
     from reidprune.models.serialization import save
 
     if rate is not None and original is None:

@@ -46,8 +46,8 @@ def prune_command(
     left alone. prune.options must be options of the chosen method (a config's options are refused
     after --method picks another one). Runs in one process: refused under torchrun.
     """
-    from reidprune.compress.experiment import prune_experiment
     from reidprune.config import load_config
+    from reidprune.jobs.prune import prune_experiment
 
     extra = list(overrides or [])
     if method is not None:

@@ -33,7 +33,7 @@ def report_command(
 ) -> None:
     """One self-contained HTML page (no network, images embedded) comparing runs: configuration, metrics,
     accuracy vs GMACs / latency, ranked retrieval lists, per-block kept-token maps."""
-    from reidprune.config import ConfigError
+    from reidprune.errors import ConfigError
     from reidprune.report import build_report
 
     if queries < 1 or top < 1 or token_images < 0:

@@ -34,7 +34,7 @@ def train_command(
     --resume or --overwrite is given; other files in it are left alone.
     """
     from reidprune.config import load_config
-    from reidprune.train.experiment import train_experiment
+    from reidprune.jobs.train import train_experiment
 
     cfg = load_config(config, overrides or [])
     ensure_writable(cfg.output_dir, directory=True, option="output_dir")

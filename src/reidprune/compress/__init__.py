@@ -3,18 +3,18 @@
     student, plan = reidprune.compress.prune_tokens(model, method="amg", rate=0.4, data=calib)
     student, plan = reidprune.compress.prune_heads(student, method="entropy", rate=0.25, data=calib)
     small, plan = reidprune.compress.prune_filters(resnet, method="hfp", rate=0.5)
-    result = reidprune.compress.run_schedule(model, cfg, loaders, "runs/x")   # rounds + fine-tuning
     small, plan = reidprune.compress.to_budget(model, calib, target_gmacs=2.5)  # searched joint plan
 
-Entry points are imported lazily: `reidprune.config` imports `compress.config` early, before the
-models the compression modules depend on are loaded.
+Prune / fine-tune schedules and the prune job combine these with training: `reidprune.jobs`.
+Entry points are imported lazily, so that `reidprune.config` (which imports `compress.config`)
+stays free of torch.
 """
 
 from __future__ import annotations
 
 from reidprune._lazy import lazy_exports
 from reidprune.compress.config import PruneConfig
-from reidprune.compress.plan import CompressionPlan
+from reidprune.models.plan import CompressionPlan
 
 _LAZY = {
     "prune_tokens": "reidprune.compress.tokens",
@@ -25,8 +25,10 @@ _LAZY = {
     "filter_pruning_callback": "reidprune.compress.filters",
     "extract_pruned": "reidprune.compress.filters",
     "calibrate": "reidprune.compress.calibration",
-    "run_schedule": "reidprune.compress.schedule",
-    "prune_experiment": "reidprune.compress.experiment",
+    # deprecated (one release): moved to reidprune.jobs, above compress and train
+    "run_schedule": "reidprune.jobs.schedule",
+    "prune_experiment": "reidprune.jobs.prune",
+    # the budget search (issue 15's entry point) lives above compress, in reidprune.budget
     "to_budget": "reidprune.budget.api",
 }
 

@@ -66,7 +66,7 @@ class CalibrationSummary:
 
 def all_logits(output: Any) -> list[Tensor]:
     """Every classifier's logits of a forward pass (`ModelOutput.logits`, or a bare logits tensor);
-    `evaluate.forward.logits_of` gives only the first one, as a Tensor."""
+    `models.forward.logits_of` gives only the first one, as a Tensor."""
     if isinstance(output, ModelOutput):
         return list(output.logits)
     if isinstance(output, Tensor):

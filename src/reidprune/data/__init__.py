@@ -7,7 +7,7 @@ transforms, identity (PK) and shuffling batch samplers, and loaders with an opti
     for batch in loaders.train: batch["image"], batch["label"], batch["pid"], batch["camid"]
 
 Exports are resolved lazily, so `reidprune.data.config` (imported by `reidprune.config`) stays
-free of torch and of the error module's import chain.
+free of torch.
 """
 
 from __future__ import annotations

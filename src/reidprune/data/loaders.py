@@ -89,7 +89,7 @@ def build_loaders(
     if size is None:
         raise ConfigError(
             "data.height / data.width are not set: set them, or let the job take the model's input size "
-            "(reidprune.evaluate.forward.use_model_input_size)"
+            "(reidprune.models.forward.use_model_input_size)"
         )
     reader = ImageReader(*size, cfg.interpolation)
     normalize = Normalize(cfg.mean, cfg.std)

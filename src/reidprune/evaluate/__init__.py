@@ -6,8 +6,8 @@
     metrics = evaluate_reid(model, loaders.query, loaders.gallery, cfg.eval)   # both steps
     metrics = distmat_metrics(distmat, q_pids, g_pids, q_camids, g_camids)    # a precomputed matrix
 
-Exports resolve lazily: `reidprune.config` imports `evaluate.config` before the error module
-(which the rest of this package uses) can be loaded.
+Exports resolve lazily, so that `reidprune.config` (which imports `evaluate.config`) stays free
+of torch.
 """
 
 from __future__ import annotations

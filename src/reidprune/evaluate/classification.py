@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from reidprune.errors import DataError
-from reidprune.evaluate.forward import autocast_for, forward_model, logits_of, model_device
+from reidprune.models.forward import autocast_for, forward_model, logits_of, model_device
 
 
 @torch.inference_mode()

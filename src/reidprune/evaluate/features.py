@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reidprune.errors import DataError
-from reidprune.evaluate.forward import autocast_for, embedding_of, forward_model, model_device
+from reidprune.models.forward import autocast_for, embedding_of, forward_model, model_device
 
 MAX_SQUARED_NORM = 1e37
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from reidprune.errors import DataError
+from reidprune.errors import ConfigError, DataError
 from reidprune.evaluate.config import EvalConfig
 from reidprune.evaluate.distance import METRICS, DistanceBlocks
 from reidprune.evaluate.features import Features, extract_features
-from reidprune.evaluate.forward import model_device
 from reidprune.evaluate.ranking import GalleryIndex, QueryStats, rank_block, summarize
+from reidprune.models.forward import model_device
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ def _rank_all(
 
 def check_config(cfg: EvalConfig) -> None:
     """Raise ConfigError naming the eval.* key that cannot work."""
-    from reidprune.config import ConfigError
-
     if cfg.metric not in METRICS:
         raise ConfigError(f"eval.metric='{cfg.metric}': expected one of {', '.join(METRICS)}")
     if cfg.max_rank < 1:

@@ -222,7 +222,7 @@ def write_metadata(path: str | Path, entries: dict[str, str], signature: Signatu
 
 
 def _metadata(model: nn.Module, signature: Signature) -> dict[str, str]:
-    from reidprune.compress.plan import plan_of
+    from reidprune.models.plan import plan_of
     from reidprune.models.registry import arch_to_dict
 
     entries = {META_SIGNATURE: json.dumps(asdict(signature))}
@@ -451,7 +451,7 @@ def versions() -> dict[str, str]:
 
 def describe_source(model: nn.Module) -> dict[str, Any]:
     """Family, head, token reduction and compression method of `model`, for export.json and tables."""
-    from reidprune.compress.plan import plan_of
+    from reidprune.models.plan import plan_of
 
     arch = getattr(model, "arch", None)
     tokens = getattr(arch, "tokens", None) or {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from reidprune.evaluate.forward import forward_model, model_input_size, uses_cameras
+from reidprune.models.forward import forward_model, model_input_size, uses_cameras
 from reidprune.models.output import ModelOutput
 
 IMAGES = "images"

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from reidprune.evaluate.forward import forward_model, model_device, model_dtype, model_input_size
+from reidprune.models.forward import forward_model, model_device, model_dtype, model_input_size
 
 # Every scaled-dot-product attention op whose first three arguments are q (..., Nq, d), k (..., Nk, d),
 # v (..., Nk, dv); missing ones (older torch) are skipped. The composite ones decompose into one of

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidprune.evaluate.forward import model_device, model_dtype, model_input_size
 from reidprune.measure.deploy import prepare_for_inference
 from reidprune.measure.timing import cpu_name, interleaved_times, model_call, summarize_ms, torch_threads
+from reidprune.models.forward import model_device, model_dtype, model_input_size
 
 __all__ = ["benchmark_speed", "cpu_name"]
 

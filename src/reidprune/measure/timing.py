@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from reidprune.evaluate.forward import forward_model, model_input_size
+from reidprune.models.forward import forward_model, model_input_size
 
 Key = TypeVar("Key", bound=Hashable)  # names of the timed callables
 

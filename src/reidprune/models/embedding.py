@@ -17,7 +17,7 @@ import copy
 from torch import Tensor, nn
 
 from reidprune.errors import CompressionError
-from reidprune.evaluate.forward import embedding_of, forward_model
+from reidprune.models.forward import embedding_of, forward_model
 
 
 class FeatureExtractor(nn.Module):

@@ -32,9 +32,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.errors import CheckpointError
 from reidprune.models.checkpoint_io import load_state_dict_checked
+from reidprune.models.plan import CompressionPlan, plan_of
 
 FORMAT = "reidprune-foreign"
 FORMAT_VERSION = 1

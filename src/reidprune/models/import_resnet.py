@@ -7,8 +7,9 @@ Supported sources (after stripping a DataParallel "module." prefix):
 - "bafd": the BAFD seed's `ft_net` (`model.*` = torchvision ResNet, `classifier.add_block.*`,
   `classifier.classifier.0.*`); `model.` is stripped and the seed's unused 1000-way
   `model.fc.*` is dropped unless the target model has a "linear" head. Checkpoints with zero
-  filters (soft pruning) load at full size; `create_pruned_from_checkpoint` then extracts the
-  smaller model from their zero filters.
+  filters (soft pruning) load at full size;
+  `reidprune.compress.filters.recover.create_pruned_from_checkpoint` then extracts the smaller
+  model from their zero filters.
 - "reidprune": a state dict of our own model (`bottleneck.*`, `classifier.*`), same names.
 
 Backbone keys (stem, stages) are matched strictly. Head keys are matched by what the model
@@ -22,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -30,11 +30,9 @@ from torch import Tensor, nn
 from reidprune.models.checkpoint_io import (
     CheckpointError,
     load_state_dict_checked,
-    read_checkpoint,
     strip_prefix,
 )
-from reidprune.models.checkpoints import LoadResult, create_from_checkpoint, import_state, register_importer
-from reidprune.models.registry import arch_config, build
+from reidprune.models.checkpoints import LoadResult, register_importer
 from reidprune.models.resnet import (
     ResNetArch,
     block_names,
@@ -108,7 +106,8 @@ def _check_pruned_shapes(arch: ResNetArch, state: Mapping[str, Tensor], where: s
                 "block outputs were removed (e.g. the BAFD seed's HFP net_last.pth). Which residual "
                 "channels it writes is not stored in the file; load the full-size checkpoint with zero "
                 "filters instead, a reidprune model directory (it records them), or, for an HFP small "
-                "model, create_pruned_from_checkpoint(name, path, original=the model it was pruned from)"
+                "model, reidprune.compress.filters.recover.create_pruned_from_checkpoint(name, path, "
+                "original=the model it was pruned from)"
             )
 
 
@@ -136,13 +135,13 @@ def resnet_arch_from_state(state: Mapping[str, Tensor], base: ResNetArch) -> Res
     ]
     changes: dict[str, Any] = {"stem_width": int(renamed["conv1.weight"].shape[0])}
     changes["mid_widths"] = [] if mids == default_mid_widths(base) else mids
-    changes.update(_head_from_state(renamed, base))
+    changes.update(head_from_state(renamed, base))
     arch = dataclasses.replace(base, **changes)
     validate_arch(arch)
     return arch
 
 
-def _head_from_state(state: Mapping[str, Tensor], base: ResNetArch) -> dict[str, Any]:
+def head_from_state(state: Mapping[str, Tensor], base: ResNetArch) -> dict[str, Any]:
     if base.head == "linear" and "fc.weight" in state:
         return {"num_classes": int(state["fc.weight"].shape[0])}
     if base.head == "bnneck" and "bottleneck.weight" in state:
@@ -157,54 +156,6 @@ def _head_from_state(state: Mapping[str, Tensor], base: ResNetArch) -> dict[str,
             "num_classes": int(fc.shape[0]) if fc is not None else 0,
         }
     return {}
-
-
-def create_pruned_from_checkpoint(
-    name: str,
-    path: str | Path,
-    *,
-    original: str | Path | None = None,
-    rate: float | None = None,
-    check_size: list[int] | None = None,
-    **kwargs: Any,
-) -> tuple[nn.Module, Any]:
-    """The physically smaller model of a pruned checkpoint. Returns (small_model, plan).
-
-    - without `original`: `path` is full size with its pruned filters zero (a BAFD / SFP / FPGM
-      net_last.pth); the zero filters are removed.
-    - with `original`: `path` is the BAFD seed's HFP small model (L1_train.py's net_last.pth) and
-      `original` the checkpoint it was pruned from (the torchvision ImageNet file, or the seed's
-      --pretrained_dir model). The kept filters are recovered by repeating the L1 selection on the
-      original (see reidprune.compress.filters.recover); `rate` (the seed's --prune_rate) is
-      checked against the file when given.
-    """
-    from reidprune.compress.filters.extraction import extract_pruned
-
-    if original is None:
-        full = create_from_checkpoint(name, path, **kwargs)
-        return extract_pruned(
-            full, method="filter-zeros", details={"source": str(path)}, check_size=check_size
-        )
-    from reidprune.compress.filters.recover import recover_hfp_small
-
-    small_state = read_checkpoint(path)
-    source = read_checkpoint(original)
-    arch = resnet_arch_from_state(source, arch_config(name, **kwargs))
-    # the head (number of identities) is the small model's, the backbone the original's
-    arch = dataclasses.replace(arch, **_head_from_state(to_model_names(small_state, arch.head)[1], arch))
-    full = build(arch)
-    _, renamed = to_model_names(source, arch.head, str(original))
-    import_state(
-        full, {k: v for k, v in renamed.items() if BACKBONE.match(k)}, strict=True, where=str(original)
-    )
-    return recover_hfp_small(
-        full,
-        small_state,
-        rate=rate,
-        where=str(path),
-        check_size=check_size,
-        details={"original": str(original)},
-    )
 
 
 register_importer("resnet", import_resnet_state, resnet_arch_from_state)

@@ -31,8 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reidprune.errors import ConfigError
 from reidprune.models.output import ModelOutput
 from reidprune.models.registry import register, register_family
+from reidprune.schema import structured
 
 HEADS = ("linear", "bnneck", "bafd")
 BLOCKS = {"basic": 1, "bottleneck": 4}  # block type -> expansion of the block output
@@ -110,8 +112,6 @@ def resolved_branch_channels(arch: ResNetArch) -> list[list[int] | None]:
 
 def validate_arch(arch: ResNetArch) -> None:
     """Raise ConfigError (a ValueError) naming the field when the architecture cannot be built."""
-    from reidprune.config import ConfigError  # lazy: reidprune.config imports reidprune.models
-
     if arch.block not in BLOCKS:
         raise ConfigError(f"ResNetArch.block: '{arch.block}' is not one of {sorted(BLOCKS)}")
     if arch.head not in HEADS:
@@ -369,8 +369,6 @@ _DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottl
 
 def resnet_arch(depth: int, **kwargs: Any) -> ResNetArch:
     """ResNetArch for depth 18/34/50 with field overrides (validated, unknown keys rejected)."""
-    from reidprune.config import structured
-
     block, layers = _DEPTHS[depth]
     values = {"block": block, "layers": layers, **kwargs}
     if "img_size" in values:

@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from reidprune.atomic import default_file_mode, restore_interrupted, temporary_folder
-from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.models import foreign
 from reidprune.models.checkpoint_io import CheckpointError, load_state_dict_checked, read_safetensors
+from reidprune.models.plan import CompressionPlan, plan_of
 from reidprune.models.registry import arch_from_dict, arch_to_dict, build
 
 FORMAT = "reidprune"

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from reidprune.errors import ConfigError
 from reidprune.models.output import ModelOutput
 from reidprune.models.registry import register, register_family
 from reidprune.models.reid_heads import BNNeckHead, JPMBranch, JPMHead, LAHead, LinearHead
@@ -32,13 +33,6 @@ from reidprune.models.tokens import attach_reducers
 from reidprune.models.vit import Block, VisionTransformer
 
 HEADS = ("linear", "bnneck", "la", "transreid")
-
-
-def _config_error(message: str) -> Exception:
-    # imported late: reidprune.config composes every section's config, and train imports models
-    from reidprune.config import ConfigError
-
-    return ConfigError(message)
 
 
 # Options each head understands, with their defaults (arch.head_options overrides them).
@@ -107,6 +101,7 @@ class ViTArch:
     def num_prefix_tokens(self) -> int:
         """Class, distillation and register tokens before the patches."""
         return int(self.class_token) + int(self.dist_token) + self.reg_tokens
+
     class_token: bool = True
     dist_token: bool = False
     reg_tokens: int = 0
@@ -143,7 +138,7 @@ def validate_arch(arch: ViTArch) -> None:
     """Raise ConfigError naming the field when the architecture cannot be built."""
 
     def fail(key: str, message: str) -> None:
-        raise _config_error(f"vit architecture: key '{key}': {message}")
+        raise ConfigError(f"vit architecture: key '{key}': {message}")
 
     if arch.head not in HEADS:
         fail("head", f"'{arch.head}' is not one of {', '.join(HEADS)}")
@@ -330,7 +325,7 @@ def _build_head(arch: ViTArch, backbone: VisionTransformer) -> nn.Module:
         )
     neck_feat = str(opts["neck_feat"])
     if neck_feat not in ("before", "after"):
-        raise _config_error(
+        raise ConfigError(
             f"vit architecture: head_options.neck_feat must be 'before' or 'after', got '{neck_feat}'"
         )
     if not arch.uses_jpm:
@@ -386,7 +381,7 @@ def _arch(
 ) -> ViTArch:
     unknown = set(kwargs) - set(_UNIFORM) - _FIELDS
     if unknown:
-        raise _config_error(
+        raise ConfigError(
             f"model '{name}': unknown argument(s) {sorted(unknown)}; "
             f"expected {', '.join(_UNIFORM)} or a ViTArch field ({', '.join(sorted(_FIELDS))})"
         )
@@ -395,7 +390,7 @@ def _arch(
     jpm = values.get("head") == "transreid" and values.get("jpm", False)
     blocks = depth - 1 if jpm else depth
     if blocks < 1:
-        raise _config_error(f"model '{name}': depth {depth} leaves no backbone block")
+        raise ConfigError(f"model '{name}': depth {depth} leaves no backbone block")
     values.setdefault("num_heads", [heads] * blocks)
     values.setdefault("mlp_hidden", [mlp] * blocks)
     if jpm:

@@ -215,7 +215,7 @@ def _section(
 ) -> RunSection:
     section = RunSection(run)
     if run.plan:
-        from reidprune.compress.plan import flat_plan
+        from reidprune.models.plan import flat_plan
 
         plan = flat_plan(run.plan)  # older model.json files nest the history in every entry
         section.plan_summary = _plan_summary(plan)

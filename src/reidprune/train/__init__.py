@@ -7,8 +7,8 @@ Iterative pruning schedules call `fit` once per round on the new (pruned) model:
 fresh optimiser (`make_optimizer`) and a fresh per-step schedule for it (`make_scheduler`), so
 every round gets its own warm-up and decay.
 
-The engine is imported lazily: `reidprune.config` imports `train.config` while the rest of the
-package (which raises `reidprune.errors`, which imports `reidprune.config`) is not loaded yet.
+The engine is imported lazily, so that `reidprune.config` (which imports `train.config`) stays
+free of torch.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reidprune.errors import TrainingError
+
 
 @dataclass
 class TrainConfig:
@@ -72,8 +74,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Raise TrainingError naming the first `train.<key>` whose value is not one of its choices."""
-    from reidprune.errors import TrainingError  # late: reidprune.errors imports reidprune.config
-
     for key, allowed in CHOICES.items():
         value = getattr(cfg, key)
         if value not in allowed:

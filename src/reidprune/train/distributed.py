@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from reidprune.config import check_device
+from reidprune.schema import check_device
 
 
 @dataclass(frozen=True)

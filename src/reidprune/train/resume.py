@@ -81,7 +81,7 @@ def adopt_architecture(model: nn.Module, state: dict[str, Any], optimizer_given:
             "the checkpoint holds a different architecture than the model passed in, so the given "
             "optimiser cannot be used; pass optimizer=None to resume"
         )
-    from reidprune.compress.plan import CompressionPlan
+    from reidprune.models.plan import CompressionPlan
     from reidprune.models.registry import build
 
     rebuilt = build(json.loads(saved))

@@ -28,8 +28,8 @@ from reidprune.compress.filters.targets import (
     unwrap,
     zero_filters,
 )
-from reidprune.compress.plan import CompressionPlan
 from reidprune.errors import CompressionError
+from reidprune.models.plan import CompressionPlan
 from reidprune.models.resnet import ResNet
 
 METHODS = ("hfp", "sfp", "fpgm", "bafd")

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from reidprune.compress.filters.targets import require_resnet, unwrap
-from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.errors import CompressionError
 from reidprune.models.checkpoint_io import load_state_dict_checked
+from reidprune.models.plan import CompressionPlan, plan_of
 from reidprune.models.registry import build
 from reidprune.models.resnet import (
     ResNet,

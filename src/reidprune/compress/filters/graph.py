@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from reidprune.compress.filters.extraction import removable_channels
 from reidprune.compress.filters.targets import ConvTarget, unwrap
-from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.errors import CompressionError
-from reidprune.evaluate.forward import embedding_of, model_device, model_dtype
+from reidprune.models.forward import embedding_of, model_device, model_dtype
+from reidprune.models.plan import CompressionPlan, plan_of
 
 DEFAULT_INPUT_SIZE = (256, 128)  # re-ID person crops (H, W)
 

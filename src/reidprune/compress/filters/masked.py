@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from reidprune.compress.filters.extraction import check_same_outputs, copy_model
 from reidprune.compress.filters.targets import input_sources
-from reidprune.compress.plan import CompressionPlan
 from reidprune.errors import CompressionError
 from reidprune.models.checkpoint_io import load_state_dict_checked
+from reidprune.models.plan import CompressionPlan
 from reidprune.models.resnet import ResNet
 
 

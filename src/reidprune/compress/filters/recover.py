@@ -25,7 +25,9 @@ agree to float32 precision could swap; such a swap shows as a per-layer agreemen
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,10 +43,12 @@ from reidprune.compress.filters.targets import (
     prunable_convs,
     zero_filters,
 )
-from reidprune.compress.plan import CompressionPlan
 from reidprune.errors import CheckpointError
-from reidprune.models.checkpoints import import_state
-from reidprune.models.import_resnet import to_model_names
+from reidprune.models.checkpoint_io import read_checkpoint
+from reidprune.models.checkpoints import create_from_checkpoint, import_state
+from reidprune.models.import_resnet import BACKBONE, head_from_state, resnet_arch_from_state, to_model_names
+from reidprune.models.plan import CompressionPlan
+from reidprune.models.registry import arch_config, build
 from reidprune.models.resnet import ResNet
 
 
@@ -160,3 +164,47 @@ def _agreement(
             )
         scores[target.conv] = agreement(conv_weight(original, target), small, kept[target.conv], kept_in)
     return scores
+
+
+def create_pruned_from_checkpoint(
+    name: str,
+    path: str | Path,
+    *,
+    original: str | Path | None = None,
+    rate: float | None = None,
+    check_size: list[int] | None = None,
+    **kwargs: Any,
+) -> tuple[nn.Module, Any]:
+    """The physically smaller model of a pruned checkpoint. Returns (small_model, plan).
+
+    - without `original`: `path` is full size with its pruned filters zero (a BAFD / SFP / FPGM
+      net_last.pth); the zero filters are removed.
+    - with `original`: `path` is the BAFD seed's HFP small model (L1_train.py's net_last.pth) and
+      `original` the checkpoint it was pruned from (the torchvision ImageNet file, or the seed's
+      --pretrained_dir model). The kept filters are recovered by repeating the L1 selection on the
+      original (see `recover_hfp_small`); `rate` (the seed's --prune_rate) is
+      checked against the file when given.
+    """
+    if original is None:
+        full = create_from_checkpoint(name, path, **kwargs)
+        return extract_pruned(
+            full, method="filter-zeros", details={"source": str(path)}, check_size=check_size
+        )
+    small_state = read_checkpoint(path)
+    source = read_checkpoint(original)
+    arch = resnet_arch_from_state(source, arch_config(name, **kwargs))
+    # the head (number of identities) is the small model's, the backbone the original's
+    arch = dataclasses.replace(arch, **head_from_state(to_model_names(small_state, arch.head)[1], arch))
+    full = build(arch)
+    _, renamed = to_model_names(source, arch.head, str(original))
+    import_state(
+        full, {k: v for k, v in renamed.items() if BACKBONE.match(k)}, strict=True, where=str(original)
+    )
+    return recover_hfp_small(
+        full,
+        small_state,
+        rate=rate,
+        where=str(path),
+        check_size=check_size,
+        details={"original": str(original)},
+    )

@@ -35,13 +35,16 @@ from reidprune.compress.filters.criteria import select_bafd, select_fpgm, select
 from reidprune.compress.filters.extraction import copy_model, extract_pruned
 from reidprune.compress.filters.targets import ConvTarget, conv_weight, scale_filters, unwrap
 from reidprune.errors import CompressionError
-from reidprune.train.callbacks import BaseCallback
 
 SOFT_METHODS = ("sfp", "fpgm", "bafd")
 
 
-class SoftFilterPruning(BaseCallback):
+class SoftFilterPruning:
     """Callback that selects and zeroes (sfp, fpgm) or decays (bafd) filters after each epoch.
+
+    It implements every hook of `reidprune.train.callbacks.Callback` (and state_dict /
+    load_state_dict for exact resume) without importing train: the engine calls callbacks by their
+    hook names, and compress and train stay independent layers.
 
     targets: the prunable convs; rates: conv name -> fraction of its filters removed.
     The engine passes itself to every hook; `engine.model` is the model being trained

@@ -18,8 +18,8 @@ from reidprune.compress.heads.importance import HeadEntropy, head_magnitude, ran
 from reidprune.compress.heads.layout import HeadSlot, head_slots
 from reidprune.compress.heads.removal import remove_heads
 from reidprune.compress.heads.selection import amg_depth_weights, check_rate, heads_to_remove, select_removal
-from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.errors import CompressionError
+from reidprune.models.plan import CompressionPlan, plan_of
 
 METHODS = ("entropy", "magnitude", "random")
 # the names PruneConfig.method spells them with: the one place head-method aliases are defined

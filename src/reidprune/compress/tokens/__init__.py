@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from reidprune.compress.calibration import calibrate
-from reidprune.compress.plan import CompressionPlan, plan_of
 from reidprune.compress.tokens.scores import TaylorKeyScore, scores_by_position
 from reidprune.errors import CompressionError
+from reidprune.models.plan import CompressionPlan, plan_of
 from reidprune.models.tokens import METHODS, Scores, TokenMethod, attach_reducers, current_spec, method_named
 from reidprune.models.tokens.layout import BackboneLayout, find_backbone
 from reidprune.models.tokens.methods import attach, parse_for

@@ -19,50 +19,17 @@ from torch import nn
 
 from reidprune.atomic import FolderLockedError, folder_lock, write_json
 from reidprune.config import ExperimentConfig, save_config
-from reidprune.data.config import requested_size
 from reidprune.errors import ConfigError, TrainingError
+from reidprune.jobs.evaluation import evaluate_test
+from reidprune.jobs.loading import job_model
 from reidprune.run_folder import prepare_output_dir
-from reidprune.train.classes import check_classifier
 from reidprune.train.config import check_train_config
 from reidprune.train.distributed import barrier, broadcast_object, init_distributed, resolve_device
 from reidprune.train.engine import fit, seed_everything
 from reidprune.train.losses import uses_teacher
-from reidprune.train.validation import validate_classification, validate_reid
 
 METRICS_JSON = "metrics.json"
 FINAL_DIR = "final"
-
-
-def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-    """The configured registry model, or a saved reidprune model directory given as model.weights.
-
-    A model directory (e.g. a pruned model) is rebuilt from its own model.json, so it trains as
-    itself; a foreign checkpoint shapes `create(model.name, ...)` first (pruned heads, AMG token
-    masks, Prune-and-Merge matrices: as `prune` and `eval` load it), then its weights load.
-    """
-    from reidprune import models
-    from reidprune.models.serialization import is_model_dir
-
-    weights = cfg.model.weights
-    if weights and is_model_dir(weights):
-        model = models.load(weights)
-    else:
-        size = requested_size(cfg.data)  # None: the registry entry's own input size
-        size_kwargs = {"img_size": list(size)} if size is not None else {}
-        if weights:
-            # a foreign checkpoint may change the architecture (AMG / PM pruned): shape the model to it
-            model = models.create_from_checkpoint(
-                cfg.model.name,
-                weights,
-                strict=cfg.model.strict,
-                num_classes=num_classes,
-                **size_kwargs,
-                **cfg.model.kwargs,
-            )
-        else:
-            model = models.create(cfg.model.name, num_classes=num_classes, **size_kwargs, **cfg.model.kwargs)
-    check_classifier(model, num_classes, weights, cfg.data.root)
-    return model.train()
 
 
 def build_teacher(cfg: ExperimentConfig, model: nn.Module, num_classes: int) -> nn.Module | None:
@@ -78,19 +45,7 @@ def build_teacher(cfg: ExperimentConfig, model: nn.Module, num_classes: int) -> 
                 "frozen copy of the loaded model)"
             )
         return copy.deepcopy(model)
-    teacher_cfg = copy.deepcopy(cfg)
-    teacher_cfg.model.weights = cfg.train.teacher
-    return build_model(teacher_cfg, num_classes)
-
-
-def evaluate_test(model: nn.Module, loaders: Any, cfg: ExperimentConfig) -> dict[str, float] | None:
-    if loaders.query is not None and loaders.gallery is not None:
-        metrics = validate_reid(model.eval(), loaders.query, loaders.gallery, cfg.eval)
-    elif loaders.val is not None:  # classification sets: their val/ split is the reported one
-        metrics = validate_classification(model.eval(), loaders.val)
-    else:
-        return None
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    return job_model(cfg, cfg.train.teacher, num_classes)  # the engine freezes it in eval mode
 
 
 def train_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -117,8 +72,9 @@ def train_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: boo
 
 def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     from reidprune.data import build_dataset, build_loaders
-    from reidprune.evaluate.forward import use_model_input_size
-    from reidprune.models.serialization import load, save
+    from reidprune.models.forward import use_model_input_size
+    from reidprune.models.loading import load_model
+    from reidprune.models.serialization import save
 
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
@@ -129,7 +85,7 @@ def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     splits = splits if splits is not None else build_dataset(cfg.data)
     if not splits.train:
         raise TrainingError(f"data.root={cfg.data.root}: the data set has no training split")
-    model = build_model(cfg, splits.num_classes)
+    model = job_model(cfg, cfg.model.weights, splits.num_classes).train()
     use_model_input_size(cfg.data, model)
     loaders = build_loaders(cfg.data, splits, distributed=info.enabled, seed=cfg.seed)
     teacher = build_teacher(cfg, model, splits.num_classes)
@@ -152,7 +108,7 @@ def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     # rank 0 decides, so that every rank joins the same collective evaluation (multi-node runs need
     # output_dir on a shared file system, as for resuming)
     if broadcast_object(result.best_path is not None and result.best_path.is_dir()):
-        test_best = evaluate_test(load(result.best_path, map_location=device), loaders, cfg)
+        test_best = evaluate_test(load_model(result.best_path, map_location=device), loaders, cfg)
     summary: dict[str, Any] = {
         "name": cfg.name,
         "model": cfg.model.name,

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from reidprune.atomic import folder_lock, write_json
-from reidprune.compress.schedule import check_prune_config, run_schedule
+from reidprune.compress.schedule import check_prune_config
 from reidprune.config import ExperimentConfig, save_config
 from reidprune.errors import CompressionError
+from reidprune.jobs.evaluation import evaluate_test
+from reidprune.jobs.loading import job_model
+from reidprune.jobs.schedule import run_schedule
 from reidprune.run_folder import prepare_output_dir
-from reidprune.train.classes import check_classifier
 
 METRICS_JSON = "metrics.json"
 MODEL_DIR = "model"
@@ -37,25 +39,6 @@ def model_cost(model: Any) -> dict[str, Any]:
         "gmacs": macs["gmacs"],
         "blocks_gmacs": macs["blocks_gmacs"],
     }
-
-
-def load_trained(cfg: ExperimentConfig, weights: str, num_classes: int) -> Any:
-    """The trained model to compress: a reidprune model directory, or a foreign checkpoint into which
-    `model.name` is shaped first (an AMG head-pruned TransReID, another number of classes, ...)."""
-    from reidprune.data.config import requested_size
-    from reidprune.models.checkpoints import create_from_checkpoint
-
-    size = requested_size(cfg.data)  # None: the registry entry's own input size
-    model = create_from_checkpoint(
-        cfg.model.name,
-        weights,
-        strict=cfg.model.strict,
-        num_classes=num_classes,
-        **({"img_size": list(size)} if size is not None else {}),
-        **cfg.model.kwargs,
-    )
-    check_classifier(model, num_classes, weights, cfg.data.root)
-    return model
 
 
 def _refuse_distributed() -> None:
@@ -97,11 +80,10 @@ def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str
 
 def _prune(cfg: ExperimentConfig) -> dict[str, Any]:
     from reidprune.data import build_dataset, build_loaders
-    from reidprune.evaluate.forward import use_model_input_size
+    from reidprune.models.forward import use_model_input_size
     from reidprune.models.serialization import save
     from reidprune.train.distributed import resolve_device
     from reidprune.train.engine import seed_everything
-    from reidprune.train.experiment import evaluate_test
 
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
@@ -111,12 +93,12 @@ def _prune(cfg: ExperimentConfig) -> dict[str, Any]:
         raise CompressionError(
             f"data.root={cfg.data.root}: calibration and fine-tuning need a training split"
         )
-    model = load_trained(cfg, cfg.model.weights, splits.num_classes).to(device)
+    model = job_model(cfg, cfg.model.weights, splits.num_classes).to(device)
     use_model_input_size(cfg.data, model)
     loaders = build_loaders(cfg.data, splits, seed=cfg.seed)
     # the teacher is the model as loaded, unless train.teacher names another (e.g. the original model
     # in step 2 of a head -> token cascade)
-    teacher = load_trained(cfg, cfg.train.teacher, splits.num_classes) if cfg.train.teacher else model
+    teacher = job_model(cfg, cfg.train.teacher, splits.num_classes) if cfg.train.teacher else model
     teacher = copy.deepcopy(teacher).to(device).eval()
     save_config(cfg, out)
 
