@@ -14,7 +14,7 @@ from fixtures import (
     write_jpeg,
 )
 
-from reidprune.data.formats import detect_format, parse
+from reidprune.data.formats import detect_layout, parse
 from reidprune.data.records import ImageRecord
 from reidprune.errors import DataError
 
@@ -171,7 +171,7 @@ def test_imagefolder_classes_sorted_and_nested_files(tmp_path: Path) -> None:
 )
 def test_detect_format(tmp_path: Path, builder, where: str, expected: str) -> None:  # type: ignore[no-untyped-def]
     builder(tmp_path / where)
-    assert detect_format(tmp_path) == expected
+    assert detect_layout(tmp_path) == expected
 
 
 def test_detect_failure_lists_what_was_sought(tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ def test_detect_failure_lists_what_was_sought(tmp_path: Path) -> None:
         DataError,
         match=r"cannot tell the data set format of .*list_train\.txt.*bounding_box_train/.*query/ \+ gallery/.*train/ \+ val/",
     ):
-        detect_format(tmp_path)
+        detect_layout(tmp_path)
 
 
 def test_detect_market_with_the_seeds_pytorch_folder_is_ambiguous(tmp_path: Path) -> None:
@@ -192,22 +192,22 @@ def test_detect_market_with_the_seeds_pytorch_folder_is_ambiguous(tmp_path: Path
         match=r"fits more than one data set format: market1501 \(.*Market-1501-v15\.09\.15\), "
         r"reid_folder \(.*pytorch\); pass the format explicitly \(--data-format / data.format: one of market1501,",
     ):
-        detect_format(root)
+        detect_layout(root)
 
 
 def test_detect_two_data_sets_in_one_folder_is_ambiguous(tmp_path: Path) -> None:
     make_market_tree(tmp_path / "Market-1501-v15.09.15")
     make_msmt_tree(tmp_path / "MSMT17_V1")
     with pytest.raises(DataError, match=r"fits more than one data set format: market1501 .*, msmt17 "):
-        detect_format(tmp_path)
+        detect_layout(tmp_path)
 
 
 def test_detect_duke_names_in_a_folder_named_neither_is_ambiguous(tmp_path: Path) -> None:
     """DukeMTMC-reID and Occluded-Duke share names and layout: only the folder name tells them apart."""
     root = make_duke_tree(tmp_path / "person_data")
     with pytest.raises(DataError, match=r"fits more than one data set format: dukemtmc .*, occluded_duke "):
-        detect_format(root)
-    assert detect_format(make_duke_tree(tmp_path / "my_occluded_copy")) == "occluded_duke"
+        detect_layout(root)
+    assert detect_layout(make_duke_tree(tmp_path / "my_occluded_copy")) == "occluded_duke"
 
 
 # ---- bad input: one clear error naming the path / value and what was expected ----
@@ -306,3 +306,10 @@ def test_imagefolder_val_class_unknown(tmp_path: Path) -> None:
 def test_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"unknown data format 'cuhk03'; expected one of market1501, .*synth"):
         parse("cuhk03", tmp_path)
+
+
+def test_the_old_detect_format_name_forwards_with_a_warning(tmp_path: Path) -> None:
+    from reidprune.data.formats import detect_format
+
+    with pytest.warns(DeprecationWarning, match="detect_layout"):
+        assert detect_format(make_duke_tree(tmp_path / "DukeMTMC-reID")) == "dukemtmc"

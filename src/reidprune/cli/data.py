@@ -117,10 +117,10 @@ def info_command(
 ) -> None:
     """Identities, images and cameras per split (the layout is detected when --format is omitted)."""
     from reidprune.data.build import finalize
-    from reidprune.data.formats import detect_format, parse
+    from reidprune.data.formats import detect_layout, parse
     from reidprune.data.records import count
 
-    fmt = detect_format(root) if format == "auto" else format
+    fmt = detect_layout(root) if format == "auto" else format
     splits = finalize(parse(fmt, root), val_ids)
     rows = [{"split": name, **count(splits.split(name))} for name in splits.present()]
     if splits.task == "classification":

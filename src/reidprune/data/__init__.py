@@ -27,7 +27,8 @@ _EXPORTS = {
     "ImageReader": "reidprune.data.images",
     "Normalize": "reidprune.data.transforms",
     "TrainAugment": "reidprune.data.transforms",
-    "detect_format": "reidprune.data.formats",
+    "detect_layout": "reidprune.data.formats",
+    "detect_format": "reidprune.data.formats",  # deprecated name of detect_layout (one release)
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,7 +7,7 @@ import os
 from dataclasses import replace
 
 from reidprune.data.config import DataConfig
-from reidprune.data.formats import FORMATS, detect_format, parse
+from reidprune.data.formats import FORMATS, detect_layout, parse
 from reidprune.data.records import DatasetSplits, ImageRecord, relabel
 from reidprune.data.synth import ensure as ensure_synth
 from reidprune.data.validation import hold_out
@@ -24,7 +24,7 @@ def build_dataset(cfg: DataConfig) -> DatasetSplits:
     """
     fmt = cfg.format
     if fmt == "auto":
-        fmt = detect_format(cfg.root)
+        fmt = detect_layout(cfg.root)
     if fmt not in FORMATS:
         raise DataError(f"data.format='{fmt}': expected one of {', '.join(FORMATS)} or auto")
     if fmt == "synth":

@@ -46,7 +46,7 @@ from reidprune.models.resnet import (
 BACKBONE = re.compile(r"^(conv1|bn1|layer\d+)\.")
 
 
-def detect_format(state: Mapping[str, Tensor], where: str = "checkpoint") -> str:
+def resnet_checkpoint_format(state: Mapping[str, Tensor], where: str = "checkpoint") -> str:
     if "model.conv1.weight" in state:
         return "bafd"
     if "conv1.weight" in state and "layer1.0.conv1.weight" in state:
@@ -65,7 +65,7 @@ def _head_keys(state: Mapping[str, Any]) -> list[str]:
 def to_model_names(state: Mapping[str, Tensor], head: str, where: str = "checkpoint") -> tuple[str, dict]:
     """(format, state renamed to our keys). `head` is the target model's head type."""
     state = strip_prefix(state, ("module.",))
-    fmt = detect_format(state, where)
+    fmt = resnet_checkpoint_format(state, where)
     if fmt == "bafd":
         renamed = {(k[len("model.") :] if k.startswith("model.") else k): v for k, v in state.items()}
         if head != "linear":  # the seed keeps torchvision's fc in the module but never uses it

@@ -124,7 +124,7 @@ RULE_BUILDERS: dict[str, Callable[[ViTArch, Mapping[str, Tensor]], list[Rule]]] 
 }
 
 
-def detect_format(state: Mapping[str, Tensor], where: str = "checkpoint") -> str:
+def vit_checkpoint_format(state: Mapping[str, Tensor], where: str = "checkpoint") -> str:
     for name, marker in FORMAT_MARKERS:
         if any(k.startswith(marker) for k in state):
             return name
@@ -162,7 +162,7 @@ def translate(
 ) -> tuple[str, dict[str, Tensor], ViTArch]:
     """Foreign state -> (format, state in reidprune names, arch after the extra importers)."""
     state = strip_prefix(state, ("module.",))
-    fmt = detect_format(state, where)
+    fmt = vit_checkpoint_format(state, where)
     renamed = rename(state, RULE_BUILDERS[fmt](arch, state), where)
     for claim in EXTRA_IMPORTERS:
         renamed, arch = claim(renamed, arch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +39,7 @@ _SUBFOLDERS = (
 )
 
 
-def detect_format(root: str | Path) -> str:
+def detect_layout(root: str | Path) -> str:
     """The format of the data set in `root`, from its layout (also looking one level down, in the
     usual folder names such as Market-1501-v15.09.15 or pytorch/).
 
@@ -63,6 +64,12 @@ def detect_format(root: str | Path) -> str:
         "bounding_box_train/ (market1501, dukemtmc, occluded_duke), query/ + gallery/ (reid_folder), "
         f"train/ + val/ (imagefolder), in it and in subfolders named {', '.join(_SUBFOLDERS)}; {choose}"
     )
+
+
+def detect_format(root: str | Path) -> str:
+    """Deprecated name of `detect_layout` (one release): three functions were called detect_format."""
+    warnings.warn("reidprune.data.detect_format is now detect_layout", DeprecationWarning, stacklevel=2)
+    return detect_layout(root)
 
 
 def _formats_of(folder: Path) -> list[str]:
