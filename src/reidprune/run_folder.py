@@ -29,6 +29,9 @@ RUN_OUTPUTS = (
     "best.safetensors",
     "final",
     "model",
+    "masked",
+    "soft",
+    "prune_state",
 )
 ROUND = re.compile(r"round\d+")
 # settings that do not change what a resumed run computes (the engine checks the train ones again

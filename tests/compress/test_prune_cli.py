@@ -62,15 +62,15 @@ def test_options_of_the_configured_method_are_refused_for_another_method(token_c
     assert not (token_config.parent / "run").exists(), "refused before any work"
 
 
-def test_prune_under_torchrun_is_refused_in_one_line(token_config: Path, monkeypatch) -> None:
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
+def test_a_folder_with_a_killed_prune_job_is_refused_without_resume(token_config: Path) -> None:
+    state = token_config.parent / "run" / "prune_state"
+    state.mkdir(parents=True)
     result = _invoke("-c", str(token_config))
     assert result.exit_code == 2, result.output
-    assert "WORLD_SIZE=2" in result.output and "distributed prune jobs do not exist yet" in " ".join(
+    assert "already holds a run (prune_state); pass --resume to continue it" in " ".join(
         result.output.split()
     )
-    assert not (token_config.parent / "run").exists(), "refused before any work"
+    assert sorted(p.name for p in state.parent.iterdir()) == ["prune_state"], "refused before any work"
 
 
 @pytest.mark.slow

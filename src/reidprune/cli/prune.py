@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -36,6 +37,11 @@ def prune_command(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="replace the run output_dir holds (its outputs are deleted first)"
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="continue a killed job in output_dir from its last finished round / training checkpoint; same config",
+    ),
 ) -> None:
     """Compress a trained model, fine-tune it with distillation from the unpruned teacher, evaluate it.
 
@@ -44,7 +50,12 @@ def prune_command(
     masked/, the full-size model with the removed filters set to zero (the BAFD seed's form). An
     output_dir that holds another run is refused unless --overwrite is given; other files in it are
     left alone. prune.options must be options of the chosen method (a config's options are refused
-    after --method picks another one). Runs in one process: refused under torchrun.
+    after --method picks another one).
+
+    Multi-GPU / multi-node: `torchrun --nproc_per_node N -m reidprune prune ...` (data.batch_size is
+    per process): calibration is sharded and summed over the ranks, fine-tuning runs DDP, rank 0
+    writes. A killed job continues with --resume (same config) from its last finished round and the
+    running round's training checkpoint.
     """
     from reidprune.config import load_config
     from reidprune.jobs.prune import prune_experiment
@@ -60,7 +71,9 @@ def prune_command(
         extra.append("prune.save_masked=true")
     cfg = load_config(config, extra)
     ensure_writable(cfg.output_dir, directory=True, option="output_dir")
-    summary = prune_experiment(cfg, overwrite=overwrite)
+    summary = prune_experiment(cfg, overwrite=overwrite, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return
     # attention ("MSA") parameters, the column AMG's tables report; a CNN has none
     attention = any(summary[which].get("attn_params") for which in ("unpruned", "pruned"))
     rows = []

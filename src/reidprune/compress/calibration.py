@@ -26,6 +26,10 @@ What the pass does, and why:
 - The teacher (for a distillation loss) runs once per batch under no_grad, in the same mode.
 - Every batch counts, the ragged last one included; `max_batches` > 0 stops early.
 - When no statistic needs gradients the pass runs under no_grad and needs no labels.
+- Under torchrun (an initialised process group of more than one rank) each rank passes over its
+  own shard of the data, then every statistic's `all_reduce()` combines the ranks (sums and
+  counts), so every rank ends with the statistics of one pass over all ranks' images and prunes
+  identically. A statistic without `all_reduce` is refused there.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidprune.compress.ranks import all_reduce_sum, world_size
 from reidprune.errors import CompressionError
 from reidprune.models.output import ModelOutput
 from reidprune.models.vit import Attention, DropPath
@@ -54,10 +59,12 @@ class AttentionStatistic(Protocol):
 
     def update(self, name: str, attn: Tensor, grad: Tensor | None) -> None: ...
 
+    # optional, needed under torchrun: `all_reduce(self) -> None` sums the ranks' statistics
+
 
 @dataclass
 class CalibrationSummary:
-    """batches / images seen, and the module paths of the attention layers that ran, in call order."""
+    """batches (this rank's) / images seen (all ranks' under torchrun), and the module paths of the attention layers that ran, in call order."""
 
     batches: int = 0
     images: int = 0
@@ -198,6 +205,13 @@ def calibrate(
     statistics = list(statistics)
     if not statistics:
         raise CompressionError("calibrate: no statistics to collect")
+    if world_size() > 1:
+        alone = [type(s).__name__ for s in statistics if not hasattr(s, "all_reduce")]
+        if alone:
+            raise CompressionError(
+                f"calibrate under torchrun ({world_size()} ranks): {', '.join(alone)} has no all_reduce() "
+                "to combine the ranks' shards; every rank would prune with other numbers"
+            )
     if max_batches < 0:
         raise CompressionError(f"calibrate: max_batches must be >= 0 (0 = all), got {max_batches}")
     layers = attention_layers(model)
@@ -266,4 +280,8 @@ def calibrate(
         recorded.clear()
     if summary.batches == 0:
         raise CompressionError("calibration: the loader yielded no batches")
+    if world_size() > 1:
+        for stat in statistics:
+            stat.all_reduce()
+        summary.images = int(all_reduce_sum(torch.tensor([float(summary.images)])).item())
     return summary

@@ -4,19 +4,26 @@ data -> trained model (model.weights: a reidprune model directory or a foreign c
 frozen copy as teacher -> `run_schedule` (prune / fine-tune rounds, final fine-tuning) -> test
 evaluation of the unpruned and the compressed model -> params and GMACs of both ->
 output_dir/{config.yaml, model/, metrics.json, round*/, final/} (+ masked/ with prune.save_masked).
+
+Under torchrun (`torchrun --nproc_per_node N -m reidprune prune ...`) every rank runs the job on its
+shard: the PK sampler shards identities as in training, calibration statistics are summed over the
+ranks (every rank builds the same plan, checked each round), fine-tuning runs DDP, and rank 0 alone
+writes. `resume=True` continues a killed job from its last finished step (`jobs/schedule.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
-from reidprune.atomic import folder_lock, write_json
+import torch
+
+from reidprune.atomic import FolderLockedError, folder_lock, write_json
 from reidprune.compress.schedule import check_prune_config
 from reidprune.config import ExperimentConfig, save_config
-from reidprune.errors import CompressionError
+from reidprune.errors import CompressionError, ConfigError
 from reidprune.jobs.evaluation import evaluate_test
 from reidprune.jobs.loading import job_model
 from reidprune.jobs.schedule import run_schedule
@@ -41,26 +48,16 @@ def model_cost(model: Any) -> dict[str, Any]:
     }
 
 
-def _refuse_distributed() -> None:
-    """Every torchrun rank would run the whole job into the same output_dir: refuse before any work."""
-    world = os.environ.get("WORLD_SIZE", "1").strip() or "1"
-    if world != "1":
-        raise CompressionError(
-            f"reidprune prune runs in one process, but WORLD_SIZE={world} (torchrun?): distributed "
-            "prune jobs do not exist yet, so every rank would run the whole job into one output_dir; "
-            "run it without torchrun (one device)"
-        )
+def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Run the pruning job described by `cfg`; returns (and writes, on rank 0) metrics.json's content.
 
-
-def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, Any]:
-    """Run the pruning job described by `cfg`; returns (and writes) metrics.json's content.
-
-    output_dir is locked for the run; a folder that holds another run is refused unless `overwrite`
-    (its run outputs are removed first).
+    output_dir is locked for the run; a folder that holds another run is refused unless `resume`
+    (the same config: continue from its last finished step) or `overwrite` (its run outputs are
+    removed first).
     """
     from reidprune.train.config import check_train_config
+    from reidprune.train.distributed import broadcast_object, init_distributed
 
-    _refuse_distributed()
     family, _ = check_prune_config(cfg.prune)
     check_train_config(cfg.train)  # the fine-tuning settings, before any data or model is loaded
     if cfg.prune.save_masked and family != "filter":
@@ -73,37 +70,57 @@ def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str
             "model.weights is empty: pruning starts from a trained model (a reidprune model directory "
             "from `reidprune train`, or a foreign checkpoint such as a TransReID .pth)"
         )
-    with folder_lock(cfg.output_dir):
-        prepare_output_dir(cfg, overwrite=overwrite)
-        return _prune(cfg)
+    created = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = init_distributed(cfg.device)
+    try:
+        with contextlib.ExitStack() as held:
+            refusal = None
+            if info.is_main:  # rank 0 writes; every rank stops with its message
+                try:
+                    held.enter_context(folder_lock(cfg.output_dir))
+                    prepare_output_dir(cfg, resume=resume, overwrite=overwrite)
+                except (ConfigError, FolderLockedError) as err:
+                    refusal = err
+            refusal = broadcast_object(refusal)
+            if refusal is not None:
+                raise refusal
+            return _prune(cfg, info, resume)
+    finally:
+        # a group this call created ends with it (a caller's group is the caller's to close)
+        if created and info.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
-def _prune(cfg: ExperimentConfig) -> dict[str, Any]:
+def _prune(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     from reidprune.data import build_dataset, build_loaders
     from reidprune.models.forward import use_model_input_size
     from reidprune.models.serialization import save
-    from reidprune.train.distributed import resolve_device
+    from reidprune.train.distributed import barrier, resolve_device
     from reidprune.train.engine import seed_everything
 
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
-    splits = build_dataset(cfg.data)
+    # rank 0 first: it may generate the synthetic set, which the others then read
+    splits = build_dataset(cfg.data) if info.is_main else None
+    barrier()
+    splits = splits if splits is not None else build_dataset(cfg.data)
     if not splits.train:
         raise CompressionError(
             f"data.root={cfg.data.root}: calibration and fine-tuning need a training split"
         )
     model = job_model(cfg, cfg.model.weights, splits.num_classes).to(device)
     use_model_input_size(cfg.data, model)
-    loaders = build_loaders(cfg.data, splits, seed=cfg.seed)
+    loaders = build_loaders(cfg.data, splits, distributed=info.enabled, seed=cfg.seed)
     # the teacher is the model as loaded, unless train.teacher names another (e.g. the original model
     # in step 2 of a head -> token cascade)
     teacher = job_model(cfg, cfg.train.teacher, splits.num_classes) if cfg.train.teacher else model
     teacher = copy.deepcopy(teacher).to(device).eval()
-    save_config(cfg, out)
+    if info.is_main:
+        save_config(cfg, out)
 
     before = {"test": evaluate_test(model, loaders, cfg), **model_cost(model)}
-    result = run_schedule(model, cfg, loaders, out, teacher=teacher, device=device)
+    result = run_schedule(model, cfg, loaders, out, teacher=teacher, device=device, resume=resume)
     after = {"test": evaluate_test(result.model, loaders, cfg), **model_cost(result.model)}
     summary: dict[str, Any] = {
         "name": cfg.name,
@@ -115,11 +132,13 @@ def _prune(cfg: ExperimentConfig) -> dict[str, Any]:
         "stages": result.stages,
         "plan": result.plan.to_dict(),
     }
-    save(result.model, out / MODEL_DIR, metadata={"test": after["test"], "method": cfg.prune.method})
-    if cfg.prune.save_masked:
-        from reidprune.compress.filters.masked import masked_model
+    if info.is_main:
+        save(result.model, out / MODEL_DIR, metadata={"test": after["test"], "method": cfg.prune.method})
+        if cfg.prune.save_masked:
+            from reidprune.compress.filters.masked import masked_model
 
-        masked = masked_model(model, result.model, result.plan)
-        save(masked, out / MASKED_DIR, metadata={"method": cfg.prune.method, "form": "zero filters"})
-    write_json(out / METRICS_JSON, summary)
+            masked = masked_model(model, result.model, result.plan)
+            save(masked, out / MASKED_DIR, metadata={"method": cfg.prune.method, "form": "zero filters"})
+        write_json(out / METRICS_JSON, summary)
+    barrier()
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from reidprune.compress.ranks import all_reduce_sum, check_same_layout, world_size
 from reidprune.errors import CompressionError
 from reidprune.models.vit import Attention
 
@@ -38,6 +39,9 @@ class HeadEntropy:
 
     A layer that runs several times per forward (e.g. TransReID's JPM branch over four token
     groups) contributes every call; its mean is over all the maps it produced.
+
+    Under torchrun `all_reduce()` sums the maps and counts over ranks, so every rank holds the mean
+    over the union of their shards (one process over the same images, up to float summation order).
     """
 
     needs_grad = False
@@ -46,14 +50,29 @@ class HeadEntropy:
         self.eps = eps
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
+        self.reduced = False  # all_reduce() ran: the sums are global, no more updates
 
     def reset(self) -> None:
         self._sums.clear()
         self._counts.clear()
+        self.reduced = False
+
+    def all_reduce(self) -> None:
+        """Sum every rank's maps and counts (collective; once, on every rank, after calibrating)."""
+        if world_size() == 1 or self.reduced:
+            return
+        self.reduced = True
+        check_same_layout("head entropy", {name: list(total.shape) for name, total in self._sums.items()})
+        for name in sorted(self._sums):
+            self._sums[name] = all_reduce_sum(self._sums[name])
+            count = torch.tensor([float(self._counts[name])], dtype=torch.float64)
+            self._counts[name] = int(all_reduce_sum(count).item())
 
     @torch.no_grad()
     def update(self, name: str, attn: Tensor, grad: Tensor | None = None) -> None:
         """Add one batch. attn: (B, H, N_q, N_k) post-softmax probabilities; grad is ignored."""
+        if self.reduced:
+            raise CompressionError(f"head entropy: update of '{name}' after all_reduce(); call reset() first")
         if attn.ndim != 4:
             raise CompressionError(
                 f"head entropy: layer '{name}' gave attention of shape "

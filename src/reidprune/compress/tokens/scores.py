@@ -6,6 +6,10 @@ removed from block l's attention), summed over calibration batches:
     s_l[j] = sum_batches | sum_{b,h,i} A[b,h,i,j] * dL/dA[b,h,i,j] | / (B * H * N_q)
 
 The abs is taken per batch (amg.md §2.1). The prefix keys (CLS, ...) are scored but never removal candidates.
+
+Under torchrun each rank calibrates on its shard; `all_reduce()` then combines the ranks' terms
+batch by batch, so the scores equal one process whose batch k is the union of the ranks' batch k
+(the task loss being a mean over the batch's images, as the default loss is).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from reidprune.compress.ranks import all_reduce_sum, check_same_layout, world_size
 from reidprune.errors import CompressionError
 from reidprune.models.tokens.method import normalise_scores
 
@@ -30,14 +35,22 @@ class TaylorKeyScore:
         self.names = set(names) if names is not None else None
         self.sums: dict[str, Tensor] = {}
         self.calls: dict[str, int] = {}
+        # per update: (images, B * H * N_q signed per-key sums); kept to combine ranks batch by batch
+        self._terms: dict[str, list[tuple[int, Tensor]]] = {}
+        self.reduced = False  # all_reduce() ran: the sums are global, no more updates
 
     def update(self, name: str, attn: Tensor, grad: Tensor | None) -> None:
         if self.names is not None and name not in self.names:
             return
+        if self.reduced:
+            raise CompressionError(
+                f"TaylorKeyScore: update of {name} after all_reduce(); use a new statistic"
+            )
         if grad is None:
             raise CompressionError(f"TaylorKeyScore needs attention gradients; none given for {name}")
         b, h, nq, nk = attn.shape
-        per_key = (attn * grad).sum(dim=(0, 1, 2)).double().abs() / (b * h * nq)
+        signed = (attn * grad).sum(dim=(0, 1, 2)).double()
+        per_key = signed.abs() / (b * h * nq)
         if name in self.sums:
             if self.sums[name].shape[0] != nk:
                 raise CompressionError(
@@ -48,6 +61,28 @@ class TaylorKeyScore:
         else:
             self.sums[name] = per_key
         self.calls[name] = self.calls.get(name, 0) + 1
+        self._terms.setdefault(name, []).append((b, signed / (h * nq)))
+
+    def all_reduce(self) -> None:
+        """Combine every rank's terms (collective; once, on every rank, after the same calibration).
+
+        A rank's signed sum for batch k is that of its mean loss; b_r times it is the images' plain
+        sum, so the union batch's term is |sum_r b_r * signed_r / B| / B with B = sum_r b_r.
+        """
+        if world_size() == 1 or self.reduced:
+            return
+        self.reduced = True
+        check_same_layout(
+            "token scores", {name: [len(terms), terms[0][1].numel()] for name, terms in self._terms.items()}
+        )
+        for name in sorted(self._terms):
+            terms = self._terms[name]
+            images = torch.tensor([float(b) for b, _ in terms], dtype=torch.float64)
+            weighted = torch.stack([b * t.cpu() for b, t in terms])
+            packed = all_reduce_sum(torch.cat([weighted, images[:, None]], dim=1))
+            total = packed[:, -1:]
+            union = packed[:, :-1] / total
+            self.sums[name] = (union.abs() / total).sum(dim=0).to(terms[0][1].device)
 
 
 def scores_by_position(
