@@ -23,6 +23,7 @@ from reidprune.compress.filters.criteria import (
     select_bafd,
     select_fpgm,
     select_hfp,
+    select_in_slices,
     select_sfp,
     smallest,
 )
@@ -192,3 +193,11 @@ def test_soft_bafd_and_one_shot_bafd_pass_the_layer_rate_to_the_selection():
     callback = SoftFilterPruning("bafd", [target], {target.conv: 7 / 12}, rate=0.9, efficient=True)
     assert callback.select(model, target).tolist() == [0, 1, 2]
     assert select("bafd", weight, 3, k=2, efficient=True, layer_rate=7 / 12).tolist() == [0, 1, 2]
+
+
+def test_select_in_slices_removes_the_same_positions_from_every_group():
+    # 2 groups of 3 filters; position 1 has the smallest L1 summed over both groups (1 + 1 = 2),
+    # although filter 5 (position 2 of group 1, L1 0.5) is the smallest single filter
+    weight = torch.tensor([4.0, 1.0, 3.0, 4.0, 1.0, 0.5]).reshape(6, 1, 1, 1)
+    assert select_in_slices(select_hfp, weight, 2, groups=2).tolist() == [1, 4]
+    assert select_in_slices(select_hfp, weight, 2, groups=1).tolist() == [1, 5]

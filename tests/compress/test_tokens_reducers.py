@@ -94,6 +94,15 @@ def test_cls_attention_is_the_head_mean_of_the_full_maps_first_row() -> None:
     torch.testing.assert_close(cls_attention(block, q, k), full.mean(1)[:, 0, 1:])
 
 
+def test_without_a_class_token_topk_scores_the_attention_each_token_receives() -> None:
+    # pooled models (timm's *_gap_*) have no CLS row: every query's attention, head and query mean
+    block, x = _block_input()
+    q, k, _ = block.attn.split_qkv(block.norm1(x))
+    full = ((q * block.attn.scale) @ k.transpose(-2, -1)).softmax(-1)
+    score = cls_attention(block, q, k, num_prefix_tokens=2, class_token=False)
+    torch.testing.assert_close(score, full.mean(dim=(1, 2))[:, 2:])
+
+
 def test_topk_keeps_the_most_attended_tokens_and_restores_dropped_ones() -> None:
     block, x = _block_input()
     out, state = TopKReducer(keep=3, fuse=True)(block, x, TokenState())

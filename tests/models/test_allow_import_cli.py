@@ -42,8 +42,33 @@ def test_measure_loads_a_users_own_model_only_with_allow_import(user_model_dir, 
     assert json.loads(out.read_text())["models"][0]["params"] == 3 * 4 * 9 + 4 + 2 * 4 + 4 * 2 + 2
 
 
-@pytest.mark.parametrize("verb", ["eval", "export", "bench", "measure"])
-def test_every_verb_that_loads_a_saved_model_takes_allow_import(verb: str) -> None:
+def test_models_info_shows_a_users_own_model_only_with_allow_import(user_model_dir) -> None:
     _register()
-    result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "200"})
+    refused = CliRunner().invoke(app, ["models", "info", str(user_model_dir)])
+    assert refused.exit_code == 2 and "--allow-import" in refused.output
+    allowed = CliRunner().invoke(app, ["models", "info", str(user_model_dir), "--allow-import"])
+    assert allowed.exit_code == 0, allowed.output
+    assert (
+        "my_factories:tiny_cnn" in allowed.output and str(3 * 4 * 9 + 4 + 2 * 4 + 4 * 2 + 2) in allowed.output
+    )
+
+
+def test_a_job_loads_a_users_own_model_only_with_model_allow_import(user_model_dir) -> None:
+    # prune / train take their model through the config (model.weights), not a CLI flag
+    from reidprune.config import ExperimentConfig
+    from reidprune.errors import CheckpointError
+    from reidprune.jobs.loading import job_model
+
+    cfg = ExperimentConfig()
+    with pytest.raises(CheckpointError, match="allow_import"):
+        job_model(cfg, str(user_model_dir), num_classes=2)
+    cfg.model.allow_import = True
+    model = job_model(cfg, str(user_model_dir), num_classes=2)
+    assert model[-1].out_features == 2
+
+
+@pytest.mark.parametrize("verb", [["eval"], ["export"], ["bench"], ["measure"], ["models", "info"]])
+def test_every_verb_that_loads_a_saved_model_takes_allow_import(verb: list[str]) -> None:
+    _register()
+    result = CliRunner().invoke(app, [*verb, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "--allow-import" in result.output

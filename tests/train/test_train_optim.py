@@ -126,3 +126,14 @@ def test_step_schedule_needs_milestones() -> None:
     opt = make_optimizer(Embedder(), TrainConfig())
     with pytest.raises(TrainingError, match="step_milestones"):
         make_scheduler(opt, TrainConfig(scheduler="step"), steps_per_epoch=3)
+
+
+def test_prefix_tokens_of_converted_vits_are_not_decayed() -> None:
+    # DeiT's distillation token and the register tokens are additive embeddings like cls_token
+    model = nn.Module()
+    for name in ("cls_token", "dist_token", "reg_token"):
+        setattr(model, name, nn.Parameter(torch.zeros(1, 2 if name == "reg_token" else 1, 4)))
+    model.proj = nn.Linear(4, 4, bias=False)
+    groups = {g["name"]: g for g in param_groups(model, TrainConfig(optimizer="adamw", weight_decay=0.05))}
+    assert _names(model, groups["no_decay"]) == {"cls_token", "dist_token", "reg_token"}
+    assert _names(model, groups["decay"]) == {"proj.weight"}

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from reidprune.cli.common import console, print_table, user_errors
+from reidprune.cli.model_dirs import ALLOW_IMPORT_HELP
 
 
 def _meta_model(arch: Any) -> Any:
@@ -41,15 +42,46 @@ def list_command() -> None:
     print_table("reidprune models", [_summary(name, arch_config(name)) for name in list_models()])
 
 
+def _print_plan(plan: dict[str, Any] | None) -> None:
+    if plan:
+        console.print(f"compression plan: method {plan.get('method')} rate {plan.get('rate')}")
+        for step in plan.get("previous", []):
+            console.print(f"  after: {step.get('method')} rate {step.get('rate')}")
+
+
+def _param_rows(model: Any) -> list[dict[str, Any]]:
+    rows = [
+        {"module": child_name, "params": sum(p.numel() for p in child.parameters())}
+        for child_name, child in model.named_children()
+    ]
+    return [*rows, {"module": "total", "params": sum(p.numel() for p in model.parameters())}]
+
+
+def _foreign_info(directory: str, description: dict[str, Any], allow_import: bool) -> None:
+    """A saved foreign CNN: built as it is saved (its base, resized layers, weights)."""
+    from reidprune.models.serialization import load
+
+    model = load(directory, allow_import=allow_import)
+    print_table(f"{directory}: parameters", _param_rows(model))
+    console.print(f"base {description['base']}, kwargs {description['kwargs']}")
+    _print_plan(description.get("plan"))
+
+
 def info_command(
     name_or_dir: str = typer.Argument(..., help="a registry name or a saved reidprune model directory"),
+    allow_import: bool = typer.Option(False, "--allow-import", help=ALLOW_IMPORT_HELP),
 ) -> None:
     """Architecture, parameter counts and compression history of a model."""
     from reidprune.models import arch_config
+    from reidprune.models.foreign import foreign_description
     from reidprune.models.registry import _ENTRIES, arch_from_dict
     from reidprune.models.serialization import is_model_dir, read_description
 
     plan = None
+    foreign = foreign_description(name_or_dir) if is_model_dir(name_or_dir) else None
+    if foreign is not None:
+        _foreign_info(name_or_dir, foreign, allow_import)
+        return
     if is_model_dir(name_or_dir):
         description = read_description(name_or_dir)
         arch = arch_from_dict(description["arch"], where=f"{name_or_dir}/model.json")
@@ -59,19 +91,10 @@ def info_command(
         console.print(
             " ".join(_ENTRIES[name_or_dir].__doc__.split()) if _ENTRIES[name_or_dir].__doc__ else ""
         )
-    model = _meta_model(arch)
-    rows = [
-        {"module": child_name, "params": sum(p.numel() for p in child.parameters())}
-        for child_name, child in model.named_children()
-    ]
-    rows.append({"module": "total", "params": sum(p.numel() for p in model.parameters())})
-    print_table(f"{name_or_dir}: parameters", rows)
+    print_table(f"{name_or_dir}: parameters", _param_rows(_meta_model(arch)))
     fields = [{"field": f.name, "value": getattr(arch, f.name)} for f in dataclasses.fields(arch)]
     print_table(f"{name_or_dir}: architecture", fields)
-    if plan:
-        console.print(f"compression plan: method {plan.get('method')} rate {plan.get('rate')}")
-        for step in plan.get("previous", []):
-            console.print(f"  after: {step.get('method')} rate {step.get('rate')}")
+    _print_plan(plan)
 
 
 def extract_command(

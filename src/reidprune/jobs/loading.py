@@ -13,9 +13,15 @@ from reidprune.train.classes import check_classifier
 def job_model(cfg: ExperimentConfig, weights: str, num_classes: int) -> nn.Module:
     """Registry entry `cfg.model.name` built for the configured input size and `num_classes`, with
     `weights` (a foreign checkpoint it is shaped to first, or a reidprune model / run directory,
-    rebuilt from its own model.json) or random weights when `weights` is empty. In eval mode."""
+    rebuilt from its own model.json) or random weights when `weights` is empty. In eval mode.
+    A saved foreign model built by a user's own factory loads only with `cfg.model.allow_import`."""
     model = load_model(
-        cfg.model.name, weights or None, model_cfg=cfg.model, data_cfg=cfg.data, num_classes=num_classes
+        cfg.model.name,
+        weights or None,
+        model_cfg=cfg.model,
+        data_cfg=cfg.data,
+        num_classes=num_classes,
+        allow_import=cfg.model.allow_import,
     )
     check_classifier(model, num_classes, weights, cfg.data.root)
     return model

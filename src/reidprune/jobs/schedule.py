@@ -130,7 +130,11 @@ def finetune(
     trained = result.model
     if select_best and result.best_path is not None and (Path(result.best_path) / "model.json").is_file():
         plan = getattr(trained, "compression_plan", None)
-        trained = load_model(result.best_path, map_location=next(trained.parameters()).device)
+        trained = load_model(
+            result.best_path,
+            map_location=next(trained.parameters()).device,
+            allow_import=cfg.model.allow_import,
+        )
         if plan is not None:
             trained.compression_plan = plan
         record["selected"] = f"best epoch {result.best_epoch} by validation {result.metric_name}"

@@ -108,7 +108,8 @@ def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     # rank 0 decides, so that every rank joins the same collective evaluation (multi-node runs need
     # output_dir on a shared file system, as for resuming)
     if broadcast_object(result.best_path is not None and result.best_path.is_dir()):
-        test_best = evaluate_test(load_model(result.best_path, map_location=device), loaders, cfg)
+        best = load_model(result.best_path, map_location=device, allow_import=cfg.model.allow_import)
+        test_best = evaluate_test(best, loaders, cfg)
     summary: dict[str, Any] = {
         "name": cfg.name,
         "model": cfg.model.name,

@@ -15,3 +15,6 @@ class ModelConfig:
     # reidprune model directory (model.json + weights.safetensors); "" = random initialisation
     weights: str = ""
     strict: bool = True  # a missing or unexpected key is an error, not a warning
+    # a saved foreign model (model.weights, train.teacher) whose base is a user's own
+    # "package.module:factory" imports that module, i.e. runs its code: only for code you trust
+    allow_import: bool = False

@@ -21,7 +21,7 @@ from reidprune.errors import TrainingError
 from reidprune.train.config import TrainConfig
 
 # parameters that act like biases: an additive offset per token, never decayed in ViT recipes
-EMBEDDING_NAMES = ("pos_embed", "cls_token", "dist_token", "sie_embed")
+EMBEDDING_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token", "sie_embed")
 
 
 def is_norm_or_bias(name: str, param: nn.Parameter) -> bool:

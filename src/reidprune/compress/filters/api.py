@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 from reidprune.compress.filters.bafd import bafd_layer_rates, filters_to_prune
-from reidprune.compress.filters.criteria import select_bafd, select_fpgm, select_hfp, select_sfp
+from reidprune.compress.filters.criteria import (
+    select_bafd,
+    select_fpgm,
+    select_hfp,
+    select_in_slices,
+    select_sfp,
+)
 from reidprune.compress.filters.extraction import copy_model, extract_pruned
 from reidprune.compress.filters.graph import build_graph, extract_graph, graph_targets
 from reidprune.compress.filters.soft import SoftFilterPruning
@@ -86,16 +92,19 @@ def select(
     k: int = 2,
     efficient: bool = False,
     layer_rate: float | None = None,
+    groups: int = 1,
 ) -> torch.Tensor:
     """Indices of the `count` filters `method` removes from one conv weight (n, C_in, kh, kw);
-    bafd's efficient branch is chosen on `layer_rate` (see `select_bafd`)."""
-    if method == "hfp":
-        return select_hfp(weight, count)
-    if method == "sfp":
-        return select_sfp(weight, count)
-    if method == "fpgm":
-        return select_fpgm(weight, count)
-    return select_bafd(weight, count, k=k, efficient=efficient, layer_rate=layer_rate)
+    bafd's efficient branch is chosen on `layer_rate` (see `select_bafd`). groups > 1: the same
+    positions in each of that many equal slices (`ConvTarget.groups`, `select_in_slices`)."""
+    criteria = {"hfp": select_hfp, "sfp": select_sfp, "fpgm": select_fpgm}
+    if method in criteria:
+        return select_in_slices(criteria[method], weight, count, groups)
+
+    def bafd(w: torch.Tensor, c: int) -> torch.Tensor:
+        return select_bafd(w, c, k=k, efficient=efficient, layer_rate=layer_rate)
+
+    return select_in_slices(bafd, weight, count, groups)
 
 
 BACKENDS = ("auto", "exact", "graph")
@@ -130,7 +139,7 @@ def _prune_graph(
     if not targets:
         raise CompressionError(
             f"{type(source).__name__} has no internal conv to prune (convs inside a block, feeding only "
-            "BatchNorm, activations, depthwise convs and the next conv; grouped convs are not pruned)"
+            "BatchNorm, activations, depthwise or grouped convs and the next conv)"
         )
     rates, extra = layer_rates(
         source, method, rate, targets, k=k, max_layer_rate=max_layer_rate, rank_1x1=rank_1x1
@@ -139,7 +148,8 @@ def _prune_graph(
     for target in targets:
         weight = conv_weight(source, target)
         count = filters_to_prune(weight.shape[0], rates[target.conv])
-        removed[target.conv] = select(method, weight, count, k, efficient)
+        rate_here = rates[target.conv]  # bafd's efficient branch is chosen on it, as in the exact path
+        removed[target.conv] = select(method, weight, count, k, efficient, rate_here, target.groups)
     details = {"criterion": method, "scope": "internal", "rates": rates, **extra}
     if method == "bafd":
         details.update(k=k, efficient=efficient)
@@ -190,7 +200,9 @@ def prune_filters(
     for target in targets:
         weight = conv_weight(masked, target)
         count = filters_to_prune(weight.shape[0], rates[target.conv])
-        zero_filters(masked, target, select(method, weight, count, k, efficient, rates[target.conv]))
+        zero_filters(
+            masked, target, select(method, weight, count, k, efficient, rates[target.conv], target.groups)
+        )
     details = {"criterion": method, "scope": scope, "rates": rates, **extra}
     if method == "bafd":
         details.update(k=k, efficient=efficient)

@@ -12,6 +12,8 @@ tie tolerance of BAFD (rtol 1e-5) is not at the mercy of float32 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -68,6 +70,26 @@ def select_sfp(weight: Tensor, count: int) -> Tensor:
 def select_fpgm(weight: Tensor, count: int) -> Tensor:
     """The `count` filters with the smallest summed distance to the other filters."""
     return smallest(distance_sums(pairwise_distances(weight)), count)
+
+
+def select_in_slices(
+    select: Callable[[Tensor, int], Tensor], weight: Tensor, count: int, groups: int
+) -> Tensor:
+    """`select` run on positions instead of filters, for a conv whose n filters form `groups` equal
+    slices that a grouped conv reads (or that are its own groups): every slice must lose the same
+    positions, or the grouped conv would no longer split evenly.
+
+    The filters at position j of every slice, concatenated, are one vector (n / groups of them);
+    `select` picks count // groups positions among those, and their filters in every slice are
+    returned, sorted ascending (with the L1 / L2 norms this ranks a position by its slices' norms).
+    """
+    if groups == 1:
+        return select(weight, count)
+    n = weight.shape[0]
+    width = n // groups
+    positions = weight.detach().reshape(groups, width, -1).transpose(0, 1).reshape(width, -1)
+    chosen = select(positions, count // groups)
+    return torch.sort((chosen.unsqueeze(0) + width * torch.arange(groups).unsqueeze(1)).flatten()).values
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,12 +5,18 @@ CNN (torchvision ResNet / MobileNet / EfficientNet, timm ResNet / RegNet, torchr
 user's own) goes through `torch_pruning.DependencyGraph`, which knows which layers share a
 channel (the conv's BN, a depthwise conv and its BN, an SE gate, the next convs' inputs).
 
-Which convs are pruned ("internal", the default and only scope here): a plain conv (groups = 1)
-that does not read the image and whose output-channel group touches only convs, depthwise convs,
-BatchNorms and element-wise ops other than add / sub. A residual add, a concat, a reshape, a
-grouped conv or a Linear in the group excludes the conv, so block outputs, the embedding width and
-every classifier keep their shapes. A conv already covered by an earlier conv's group (an SE
-gate's expanding conv) is not a separate target.
+Which convs are pruned ("internal", the default and only scope here): a conv that is not
+depthwise, does not read the image and whose output-channel group touches only convs, BatchNorms
+and element-wise ops other than add / sub. A residual add, a concat, a reshape or a Linear in the
+group excludes the conv, so block outputs, the embedding width and every classifier keep their
+shapes. A conv already covered by an earlier conv's group (an SE gate's expanding conv, a
+depthwise conv) is not a separate target.
+
+Grouped convs (RegNet, ResNeXt): a conv that a grouped conv reads, or a grouped conv itself, has
+filters in G equal slices (G = the groups, the lcm when several grouped convs share the channels)
+and loses the same positions in every slice (`ConvTarget.groups`, criteria.select_in_slices), so
+each grouped conv keeps G groups of a smaller width. This is how Torch-Pruning's own pruners treat
+grouped convs; its layer functions assume it (ConvPruner keeps the first slice's input positions).
 
 The criteria are reidprune's (criteria.py, bafd.py), applied to the target conv's own weight,
 all selected on the unpruned weights before anything is removed (as in the exact ResNet path).
@@ -24,6 +30,7 @@ it afterwards does not change the output.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -96,10 +103,7 @@ def _internal(group: Any) -> bool:
     for dep, _ in group:
         for node in (dep.source, dep.target):
             module = node.module
-            if isinstance(module, nn.Conv2d):
-                if module.groups > 1 and not _is_depthwise(module):
-                    return False
-            elif isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, nn.Conv2d | nn.BatchNorm2d):
                 continue
             elif type(module).__name__ == "_ElementWiseOp":
                 if any(op in node.name for op in _COUPLING_OPS):
@@ -107,6 +111,17 @@ def _internal(group: Any) -> bool:
             else:  # Linear, concat, split, reshape, LayerNorm, ...: widths leave the block
                 return False
     return True
+
+
+def channel_groups(group: Any, root: nn.Conv2d) -> int:
+    """Slices the root conv's filters form for the grouped convs in its group (1 = none): the lcm of
+    their groups; 0 when that does not divide the channel count."""
+    slices = root.groups if not _is_depthwise(root) else 1
+    for dep, _ in group:
+        module = dep.target.module
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and not _is_depthwise(module):
+            slices = math.lcm(slices, module.groups)
+    return slices if root.out_channels % slices == 0 else 0
 
 
 def _out_convs(group: Any, tp: Any) -> list[nn.Conv2d]:
@@ -136,18 +151,19 @@ def graph_targets(model: nn.Module, graph: Any) -> list[ConvTarget]:
     covered: set[int] = set()
     targets = []
     for name, conv in model.named_modules():
-        if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or id(conv) in covered:
+        if not isinstance(conv, nn.Conv2d) or _is_depthwise(conv) or id(conv) in covered:
             continue
         node = graph.module2node.get(conv)
         if node is None or not node.inputs:  # unused, or reads the image (the stem)
             continue
         group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[0])
         covered.update(id(m) for m in _out_convs(group, tp))
-        if not _internal(group):
+        slices = channel_groups(group, conv)
+        if not _internal(group) or slices == 0 or conv.out_channels // slices < 2:
             continue
         bns = _bns(group)
         bn = names[id(bns[0])] if bns else ""
-        targets.append(ConvTarget(name, bn, name.rpartition(".")[0], "internal"))
+        targets.append(ConvTarget(name, bn, name.rpartition(".")[0], "internal", slices))
     return targets
 
 
@@ -185,8 +201,12 @@ def _kept_from_zeros(model: nn.Module, target: ConvTarget) -> Tensor:
             },
         }
         removable = removable_channels(state, target.conv, target.bn)
+    if target.groups > 1:  # a position goes only when it is zero in every slice
+        removable = removable.reshape(target.groups, -1).all(0).repeat(target.groups)
     kept = (~removable).nonzero().flatten().cpu()
-    return kept if kept.numel() else torch.zeros(1, dtype=torch.long)
+    if kept.numel():
+        return kept
+    return torch.arange(target.groups) * (removable.numel() // target.groups)  # position 0 of each slice
 
 
 @torch.no_grad()
@@ -242,8 +262,14 @@ def extract_graph(
             drop = removed.get(target.conv, torch.zeros(0, dtype=torch.long))
             keep_mask = torch.ones(n, dtype=torch.bool)
             keep_mask[drop] = False
+            slices = keep_mask.reshape(target.groups, -1)
+            if not bool((slices == slices[:1]).all()):
+                raise CompressionError(
+                    f"{target.conv}: removed filters differ between its {target.groups} channel groups "
+                    "(a grouped conv reads them); remove the same positions in every group"
+                )
             if not keep_mask.any():
-                keep_mask[0] = True
+                keep_mask.reshape(target.groups, -1)[:, 0] = True
             kept = keep_mask.nonzero().flatten()
         else:
             kept = _kept_from_zeros(masked, target)

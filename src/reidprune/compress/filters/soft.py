@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from reidprune.compress.filters.bafd import filters_to_prune
-from reidprune.compress.filters.criteria import select_bafd, select_fpgm, select_sfp
+from reidprune.compress.filters.criteria import select_bafd, select_fpgm, select_in_slices, select_sfp
 from reidprune.compress.filters.extraction import copy_model, extract_pruned
 from reidprune.compress.filters.targets import ConvTarget, conv_weight, scale_filters, unwrap
 from reidprune.errors import CompressionError
@@ -90,11 +90,16 @@ class SoftFilterPruning:
         weight = conv_weight(model, target)
         rate = self.rates[target.conv]
         count = filters_to_prune(weight.shape[0], rate)
-        if self.method == "sfp":
-            return select_sfp(weight, count)
-        if self.method == "fpgm":
-            return select_fpgm(weight, count)
-        return select_bafd(weight, count, k=self.k, efficient=self.efficient, layer_rate=rate)
+
+        def criterion(w: Tensor, c: int) -> Tensor:
+            if self.method == "sfp":
+                return select_sfp(w, c)
+            if self.method == "fpgm":
+                return select_fpgm(w, c)
+            return select_bafd(w, c, k=self.k, efficient=self.efficient, layer_rate=rate)
+
+        # a grouped conv reads these filters: the same positions in each slice (ConvTarget.groups)
+        return select_in_slices(criterion, weight, count, target.groups)
 
     def apply(self, model: nn.Module) -> None:
         """Select on the current weights, then zero (sfp, fpgm) or decay (bafd) the selection."""

@@ -35,12 +35,17 @@ SCOPES = ("internal", "bafd")
 
 @dataclass(frozen=True)
 class ConvTarget:
-    """A prunable conv: its module name, its BatchNorm's name, its block ("" for the stem) and role."""
+    """A prunable conv: its module name, its BatchNorm's name, its block ("" for the stem) and role.
+
+    groups: the conv's filters form this many equal slices that lose the same positions (a grouped
+    conv reads them, or the conv is grouped itself; see criteria.select_in_slices); 1 = any filters.
+    """
 
     conv: str
     bn: str
     block: str
     role: str  # "stem" | "internal" | "branch" (last conv of a block)
+    groups: int = 1
 
 
 def unwrap(model: nn.Module) -> nn.Module:

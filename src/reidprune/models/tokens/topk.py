@@ -1,11 +1,16 @@
 """EViT-style dynamic token dropping: keep the patch tokens the CLS token attends to most.
 
 In a reduction block, after the attention residual and before the MLP, each image keeps its top-k
-non-prefix tokens (every prefix token -- class, distillation, registers -- is always kept) by head-averaged CLS attention (its own set: dynamic, per image; the count k is
-fixed, so shapes are static). Optionally the dropped tokens are fused into one extra token, a
-sum of their features weighted by their CLS attention (EViT's "inattentive token fusion", not
-renormalised). The block itself runs fused scaled-dot-product attention; the CLS attention row
-is computed separately, (B, H, 1, N), never the full N x N map.
+non-prefix tokens (every prefix token -- class, distillation, registers -- is always kept) by
+head-averaged CLS attention (its own set: dynamic, per image; the count k is fixed, so shapes are
+static). Optionally the dropped tokens are fused into one extra token, a sum of their features
+weighted by their CLS attention (EViT's "inattentive token fusion", not renormalised). The block
+itself runs fused scaled-dot-product attention; the CLS attention row is computed separately,
+(B, H, 1, N), never the full N x N map.
+
+A backbone without a class token (pooled patches, e.g. timm's `*_reg4_gap_*`) has no CLS row to
+rank by: there the score of a token is the attention it receives, averaged over every query and
+head (the full (B, H, N, N) map, formed in the reduction blocks only).
 
 Options (prune_tokens): locations (0-based blocks; default EViT's 4/7/10 of 12 scaled to depth);
 fuse. rate: the fraction of the tokens reaching a reduction block that it drops (keep rate 1 - rate).
@@ -45,14 +50,18 @@ def keep_count(tokens: int, keep_rate: float) -> int:
     return max(1, min(tokens, math.ceil(keep_rate * tokens - 1e-9)))
 
 
-def cls_attention(block: Block, q: Tensor, k: Tensor, num_prefix_tokens: int = 1) -> Tensor:
+def cls_attention(
+    block: Block, q: Tensor, k: Tensor, num_prefix_tokens: int = 1, class_token: bool = True
+) -> Tensor:
     """Head-averaged attention of the class-token query over the non-prefix keys.
 
     q, k: (B, H, N, d) with the class token first -> (B, N - num_prefix_tokens). Only the class
-    token's row (B, H, 1, N) is ever formed.
+    token's row (B, H, 1, N) is ever formed. class_token=False: the attention each key receives,
+    averaged over all N queries and the heads (no class token to read).
     """
-    logits = (q[:, :, :1] * block.attn.scale) @ k.transpose(-2, -1)
-    return logits.softmax(dim=-1).mean(dim=1)[:, 0, num_prefix_tokens:]
+    queries = q[:, :, :1] if class_token else q
+    logits = (queries * block.attn.scale) @ k.transpose(-2, -1)
+    return logits.softmax(dim=-1).mean(dim=(1, 2))[:, num_prefix_tokens:]
 
 
 def carried_positions(state: TokenState, batch: int, tokens: int, device: torch.device) -> Tensor:
@@ -66,24 +75,28 @@ class TopKReducer(TokenHooks):
     """Keep `keep` non-prefix tokens (+ an optional fused token) after this block's attention.
 
     num_prefix_tokens: the leading tokens (class first, then distillation / registers) that are
-    always kept; the class token's attention ranks the others.
+    always kept; the class token's attention ranks the others (class_token=False: the attention
+    they receive from every query, see the module doc).
     """
 
-    def __init__(self, keep: int, fuse: bool = False, num_prefix_tokens: int = 1) -> None:
+    def __init__(
+        self, keep: int, fuse: bool = False, num_prefix_tokens: int = 1, class_token: bool = True
+    ) -> None:
         super().__init__()
         self.keep = int(keep)
         self.fuse = bool(fuse)
         self.num_prefix_tokens = int(num_prefix_tokens)
+        self.class_token = bool(class_token)
 
     def extra_repr(self) -> str:
-        return f"keep={self.keep}, fuse={self.fuse}"
+        return f"keep={self.keep}, fuse={self.fuse}, class_token={self.class_token}"
 
     def after_attention(
         self, block: Block, x: Tensor, q: Tensor, k: Tensor, state: TokenState
     ) -> tuple[Tensor, TokenState]:
         b, n, _ = x.shape
         p = self.num_prefix_tokens
-        score = cls_attention(block, q, k, p)  # (B, N - p)
+        score = cls_attention(block, q, k, p, self.class_token)  # (B, N - p)
         top = score.topk(self.keep, dim=1, sorted=False).indices.sort(dim=1).values  # raster order
         kept = take_rows(x, top + p)
         parts = [x[:, :p], kept]
@@ -157,10 +170,6 @@ def _parse_topk(values: Mapping[str, Any], depth: int, num_tokens: int, where: s
 
 
 def _check(opts: dict[str, Any], layout: BackboneLayout, rate: float, existing: Any) -> None:
-    if not layout.has_class_token:
-        raise CompressionError(
-            "topk ranks tokens by the class token's attention; this backbone has no class token"
-        )
     locations = opts["locations"]
     if locations is None:
         return
@@ -198,7 +207,8 @@ def _reducers(
     spec: TopkSpec, layout: BackboneLayout, weights: Mapping[int, Tensor]
 ) -> list[nn.Module | None]:
     p = layout.num_prefix_tokens
-    return [TopKReducer(k, spec.fuse, p) if k is not None else None for k in spec.keep]
+    cls = layout.has_class_token
+    return [TopKReducer(k, spec.fuse, p, cls) if k is not None else None for k in spec.keep]
 
 
 METHOD = TokenMethod(
