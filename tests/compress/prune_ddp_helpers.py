@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import reidprune
 from tiny_models import tiny_resnet, tiny_vit
@@ -82,6 +83,42 @@ def write_job(
         )
     )
     return path
+
+
+def killed_and_resumed(
+    config: Path, root: Path, where: str, overrides: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The prune job of `config` (with `overrides`) run uninterrupted into root/ref, and killed at
+    `where` (`kill_at`) into root/killed then resumed there; returns both results."""
+    from reidprune.config import load_config
+    from reidprune.jobs.prune import prune_experiment
+
+    def job(name: str, resume: bool = False) -> dict[str, Any]:
+        return prune_experiment(load_config(config, [*overrides, f"output_dir={root / name}"]), resume=resume)
+
+    uninterrupted = job("ref")
+    kill_at(where)
+    with pytest.raises(KeyboardInterrupt):
+        job("killed")
+    assert not (root / "killed" / "metrics.json").exists()
+    return uninterrupted, job("killed", resume=True)
+
+
+def _stages(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in stage.items() if k != "output_dir"} for stage in metrics["stages"]]
+
+
+def assert_same_job(got: dict[str, Any], expected: dict[str, Any], got_dir: Path, expected_dir: Path) -> None:
+    """Two prune jobs' results (metrics.json contents) and saved models are equal bit for bit: plan,
+    stage records (but their folders), test metrics and costs, weights."""
+    assert got["plan"] == expected["plan"]
+    assert _stages(got) == _stages(expected)
+    assert got["pruned"] == expected["pruned"]
+    weights = load_file(got_dir / "model" / "weights.safetensors")
+    reference = load_file(expected_dir / "model" / "weights.safetensors")
+    assert weights.keys() == reference.keys()
+    for key, value in reference.items():
+        assert torch.equal(value, weights[key]), f"weights differ at {key}"
 
 
 class _BothSamplers:

@@ -7,12 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from prune_ddp_helpers import kill_at, write_job
-from safetensors.torch import load_file
+from prune_ddp_helpers import assert_same_job, killed_and_resumed, write_job
 
-from reidprune.config import load_config
-from reidprune.jobs.prune import prune_experiment
 from reidprune.train.log import read_log
 
 # (method, extra overrides, the stage directory killed). The stages run 2 epochs of 3 steps with a
@@ -30,10 +26,6 @@ CASES = {
 }
 
 
-def _stages(metrics: dict) -> list[dict]:
-    return [{k: v for k, v in stage.items() if k != "output_dir"} for stage in metrics["stages"]]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_killed_filter_job_resumes_to_the_uninterrupted_result(
@@ -41,27 +33,9 @@ def test_a_killed_filter_job_resumes_to_the_uninterrupted_result(
 ) -> None:
     method, overrides, stage = CASES[case]
     config = write_job(tmp_path, synth_root, method, 0.5, final_epochs=2)
-
-    def job(name: str, resume: bool = False) -> dict:
-        cfg = load_config(config, [STEPS, *overrides, f"output_dir={tmp_path / name}"])
-        return prune_experiment(cfg, resume=resume)
-
-    uninterrupted = job("ref")
-    kill_at(f"{stage}-step4")
-    with pytest.raises(KeyboardInterrupt):
-        job("killed")
-    assert not (tmp_path / "killed" / "metrics.json").exists()
-    resumed = job("killed", resume=True)
-
-    assert resumed["plan"] == uninterrupted["plan"]
+    uninterrupted, resumed = killed_and_resumed(config, tmp_path, f"{stage}-step4", (STEPS, *overrides))
     assert resumed["plan"]["details"]["removed_filters"] > 0
-    assert _stages(resumed) == _stages(uninterrupted)
-    assert resumed["pruned"] == uninterrupted["pruned"]  # test metrics, parameters, GMACs
-    ref = load_file(tmp_path / "ref" / "model" / "weights.safetensors")
-    got = load_file(tmp_path / "killed" / "model" / "weights.safetensors")
-    assert ref.keys() == got.keys()
-    for key, value in ref.items():
-        assert torch.equal(value, got[key]), f"resumed weights differ at {key}"
+    assert_same_job(resumed, uninterrupted, tmp_path / "killed", tmp_path / "ref")
     # the stage continued from its step-4 checkpoint: it trained once up to there and resumed once
     events = read_log(tmp_path / "killed" / stage / "train_log.jsonl")
     assert [r["step"] for r in events if r["event"] == "resume"] == [4]
