@@ -51,64 +51,67 @@ CALIBRATION_IMAGES = 256
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
-def baselines(resnet50: bool) -> dict[str, Path]:
-    """{name: trained model directory}, training what is missing with the demo recipes."""
-    common = ["train.progress=false"]
-    dirs = {}
-    run_demo(RUNS / "embedded", overrides=common, variants=(), export=False, report=False, timing_seconds=0.5)
-    dirs["demo-vit"] = RUNS / "embedded" / "baseline" / "final"
-    run_demo(
-        RUNS / "embedded",
-        overrides=common,
+def demo_baseline(
+    root: Path, model: str = "vit", config: Path | None = None, overrides: tuple[str, ...] = ()
+) -> Path:
+    """The trained baseline of `run_demo(root, model=...)` (trained there unless already present:
+    run_demo reuses it); returns its model directory."""
+    result = run_demo(
+        root,
+        config=config,
+        overrides=["train.progress=false", *overrides],
         variants=(),
         export=False,
         report=False,
-        model="resnet18",
+        model=model,
         timing_seconds=0.5,
     )
-    dirs["resnet18"] = RUNS / "embedded" / "resnet18" / "baseline" / "final"
-    if resnet50:
-        run_demo(
-            RUNS / "embedded_resnet50",
-            config=RESNET18_CONFIG,
-            overrides=[
-                *common,
-                f"data.root={DATA}",
-                "model.name=resnet50_reid",
-                "name=demo_resnet50_baseline",
-            ],
-            variants=(),
-            export=False,
-            report=False,
-            model="resnet18",  # the CNN demo's layout: <dir>/resnet18/baseline
-            timing_seconds=0.5,
-        )
-        dirs["resnet50"] = RUNS / "embedded_resnet50" / "resnet18" / "baseline" / "final"
+    return result.output_dir / "baseline" / "final"
+
+
+def baselines(resnet50: bool) -> dict[str, Path]:
+    """{name: trained model directory}, training what is missing with the demo recipes."""
+    dirs = {
+        "demo-vit": demo_baseline(RUNS / "embedded"),
+        "resnet18": demo_baseline(RUNS / "embedded", "resnet18"),
+    }
+    if resnet50:  # the ResNet-18 recipe on the ResNet-50 re-ID model, reading the same data
+        overrides = (f"data.root={DATA}", "model.name=resnet50_reid", "name=demo_resnet50_baseline")
+        dirs["resnet50"] = demo_baseline(RUNS / "embedded_resnet50", "resnet18", RESNET18_CONFIG, overrides)
     return dirs
+
+
+def static_int8(model: nn.Module, folder: Path, cfg: Any) -> tuple[Path, Path, dict[str, nn.Module]]:
+    """The fp32 ONNX graph of `model` in `folder`, its static INT8 form (calibrated on
+    CALIBRATION_IMAGES training images through the data pipeline of `cfg`), and both converted to
+    OpenVINO IR as {variant name: runnable model} when OpenVINO is installed ({} otherwise)."""
+    fp32 = export_onnx(model, folder / "model.onnx").path
+    reader = ImageCalibrationReader(calibration_loader(cfg, CALIBRATION_IMAGES), fp32)
+    static = quantize_static_int8(fp32, folder / "model.int8-static.onnx", reader)["path"]
+    openvino: dict[str, nn.Module] = {}
+    if HAS_OPENVINO:
+        from reidprune.export.openvino import OpenVinoModel, export_openvino
+
+        openvino["openvino fp32"] = OpenVinoModel(export_openvino(model, fp32, folder / "model.xml")["path"])
+        xml = export_openvino(model, static, folder / "model.int8-static.xml", approximate=True)["path"]
+        openvino["openvino int8-static"] = OpenVinoModel(xml)
+    return fp32, static, openvino
 
 
 def graphs(model: nn.Module, name: str, cfg: Any) -> dict[str, nn.Module]:
     """Every deployable form of `model`: {variant name: runnable model}."""
     folder = GRAPHS / name
-    fp32 = export_onnx(model, folder / "model.onnx").path
-    reader = ImageCalibrationReader(calibration_loader(cfg, CALIBRATION_IMAGES), fp32)
-    static = quantize_static_int8(fp32, folder / "model.int8-static.onnx", reader)["path"]
+    fp32, static, openvino = static_int8(model, folder, cfg)
     dynamic = quantize_int8(fp32, folder / "model.int8.onnx")["path"]
     half = convert_fp16(fp32, folder / "model.fp16.onnx")["path"]
-    variants: dict[str, nn.Module] = {
+    return {
         "pytorch": model,
         "ort fp32": OnnxModel(fp32, spinning=False),
         "ort int8-static": OnnxModel(static, spinning=False),
         "ort int8 (dynamic)": OnnxModel(dynamic, spinning=False),
         "ort fp16": OnnxModel(half, spinning=False),
+        **openvino,
     }
-    if HAS_OPENVINO:
-        from reidprune.export.openvino import OpenVinoModel, export_openvino
-
-        variants["openvino fp32"] = OpenVinoModel(export_openvino(model, fp32, folder / "model.xml")["path"])
-        xml = export_openvino(model, static, folder / "model.int8-static.xml", approximate=True)["path"]
-        variants["openvino int8-static"] = OpenVinoModel(xml)
-    return variants
 
 
 def accuracy(dirs: dict[str, Path], min_time: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -147,21 +150,13 @@ def resnet50_speed(min_time: float) -> tuple[dict[str, Any], dict[str, Any]]:
     torch.manual_seed(0)
     model = create("resnet50_reid", img_size=[256, 128], num_classes=751).eval()
     cfg = data_config(DATA, model.arch.img_size)  # training images resized to 256x128 for calibration
-    folder = GRAPHS / "resnet50-256x128"
-    fp32 = export_onnx(model, folder / "model.onnx").path
-    reader = ImageCalibrationReader(calibration_loader(cfg, CALIBRATION_IMAGES), fp32)
-    static = quantize_static_int8(fp32, folder / "model.int8-static.onnx", reader)["path"]
+    fp32, static, openvino = static_int8(model, GRAPHS / "resnet50-256x128", cfg)
     variants: dict[str, nn.Module] = {
         "pytorch fp32": model,
         "ort fp32": OnnxModel(fp32, spinning=False),
         "ort int8-static": OnnxModel(static, spinning=False),
+        **openvino,
     }
-    if HAS_OPENVINO:
-        from reidprune.export.openvino import OpenVinoModel, export_openvino
-
-        variants["openvino fp32"] = OpenVinoModel(export_openvino(model, fp32, folder / "model.xml")["path"])
-        xml = export_openvino(model, static, folder / "model.int8-static.xml", approximate=True)["path"]
-        variants["openvino int8-static"] = OpenVinoModel(xml)
     latency = variant_latency(variants, batch=1, min_time=min_time)
     speedup = latency["ort fp32"]["median_ms"] / latency["ort int8-static"]["median_ms"]
     result = {"latency_b1": latency, "ort_speedup": speedup}

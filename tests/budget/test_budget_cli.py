@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from budget_helpers import VIT
 from typer.testing import CliRunner
 
 import reidprune
 from reidprune.cli import _register, app
 from reidprune.measure.flops import count_gmacs
 from reidprune.models import create
+from tiny_models import TINY_VIT
 
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return reidprune.save(create("vit_tiny_reid", **VIT), tmp_path / "dense")
+    return reidprune.save(create("vit_tiny_reid", **TINY_VIT), tmp_path / "dense")
 
 
 def _invoke(*args: str):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Small ResNets and a minimal training loop for the filter-pruning tests."""
+"""Small ResNets (tiny_models.tiny_resnet) and a minimal training loop for the filter-pruning tests."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidprune.models import create
+from tiny_models import tiny_resnet
 
-
-def tiny_resnet(name: str = "resnet18_reid", **kwargs: Any) -> nn.Module:
-    """A narrow ResNet (stage widths 8/8/16/16) at 32x16 input: milliseconds per forward pass."""
-    values = {"img_size": [32, 16], "stage_planes": [8, 8, 16, 16], "num_classes": 4, **kwargs}
-    return create(name, **values)
+__all__ = ["FakeEngine", "tiny_resnet", "train_epochs"]
 
 
 @dataclass

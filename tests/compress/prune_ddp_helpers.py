@@ -1,5 +1,5 @@
-"""Shared by the distributed / resumable prune job tests: a tiny token- or head-pruning job config,
-a 1-process reference on the same global batches as a 2-process job, and deterministic kills."""
+"""Shared by the distributed / resumable prune job tests: a tiny token-, head- or filter-pruning job
+config, a 1-process reference on the same global batches as a 2-process job, and deterministic kills."""
 
 from __future__ import annotations
 
@@ -9,26 +9,15 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import reidprune
-from reidprune.models import create
+from tiny_models import tiny_resnet, tiny_vit
 
-# vit_tiny_reid at 64 x 32 with 8 px patches, 3 blocks of 2 heads of width 8 (D 32), 2 classes
-TINY = {
-    "depth": 3,
-    "img_size": [64, 32],
-    "patch_size": 8,
-    "embed_dim": 32,
-    "head_dim": 8,
-    "num_heads": [2, 2, 2],
-    "mlp_hidden": [64, 64, 64],
-    "num_classes": 2,
-    # no BNNeck and no drop-path: batch norm normalises each rank's batch alone (DDP without
-    # SyncBatchNorm) and each rank draws its own drop-path masks, which one process on the union
-    # batch cannot reproduce
-    "head": "linear",
-    "drop_path": 0.0,
-}
+# tiny_models.TINY_VIT with no BNNeck and no drop-path: batch norm normalises each rank's batch alone
+# (DDP without SyncBatchNorm) and each rank draws its own drop-path masks, which one process on the
+# union batch cannot reproduce
+NO_BATCH_COUPLING = {"head": "linear", "drop_path": 0.0}
 
 # ID loss and soft distillation are means over the batch's images (the triplet loss mines within a
 # rank's batch), so the 2-rank job and one process on the union of their batches take the same steps
@@ -36,12 +25,13 @@ CONFIG = """
 name: ddp-prune
 device: cpu
 seed: 3
-data: {{format: synth, root: {root}, synth_ids: 4, height: 64, width: 32, batch_size: 4,
+data: {{format: synth, root: {root}, synth_ids: 4, height: {height}, width: {width}, batch_size: 4,
         num_instances: 2, num_workers: 0, val_ids: 0}}
-model: {{name: vit_tiny_reid, weights: {weights}}}
+model: {{name: {model}, weights: {weights}}}
 train: {{optimizer: sgd, lr: 0.05, warmup_epochs: 0, triplet_weight: 0.0, distill: soft,
          max_steps_per_epoch: 2, checkpoint_every_steps: 1, progress: false, log_every: 1}}
-prune: {{method: {method}, rate: {rate}, rounds: 2, finetune_epochs: 1, final_epochs: 1, calib_batches: 2}}
+prune: {{method: {method}, rate: {rate}, rounds: {rounds}, finetune_epochs: 1, final_epochs: {final_epochs},
+        calib_batches: 2}}
 output_dir: {out}
 """
 
@@ -62,17 +52,73 @@ def assert_same_plan(got: Any, expected: Any, where: str = "plan") -> None:
         assert got == expected, where
 
 
-def write_job(tmp_path: Path, synth_root: Path, method: str = "token-amg", rate: float = 0.25) -> Path:
-    """A dense tiny ViT in tmp_path/dense and a job config for it; returns the config's path."""
+def write_job(
+    tmp_path: Path, synth_root: Path, method: str = "token-amg", rate: float = 0.25, final_epochs: int = 1
+) -> Path:
+    """A dense tiny model in tmp_path/dense and a job config for it; returns the config's path.
+
+    Token and head methods prune a tiny ViT in 2 rounds of 1 epoch; filter methods (one stage) a
+    tiny ResNet-18 with the BAFD pruning scope. Every stage runs 2 steps an epoch and saves a
+    training checkpoint after each step."""
     dense = tmp_path / "dense"
+    filters = method.startswith("filter-")
+    name = "resnet18_bafd" if filters else "vit_tiny_reid"
+    model = tiny_resnet(name, seed=0, num_classes=2) if filters else tiny_vit(name, **NO_BATCH_COUPLING)
     if not dense.exists():
-        torch.manual_seed(0)
-        reidprune.save(create("vit_tiny_reid", **TINY), dense)
+        reidprune.save(model, dense)
+    height, width = model.arch.img_size
     path = tmp_path / f"{method}.yaml"
     path.write_text(
-        CONFIG.format(root=synth_root, weights=dense, method=method, rate=rate, out=tmp_path / "run")
+        CONFIG.format(
+            root=synth_root,
+            height=height,
+            width=width,
+            model=name,
+            weights=dense,
+            method=method,
+            rate=rate,
+            rounds=1 if filters else 2,
+            final_epochs=final_epochs,
+            out=tmp_path / "run",
+        )
     )
     return path
+
+
+def killed_and_resumed(
+    config: Path, root: Path, where: str, overrides: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The prune job of `config` (with `overrides`) run uninterrupted into root/ref, and killed at
+    `where` (`kill_at`) into root/killed then resumed there; returns both results."""
+    from reidprune.config import load_config
+    from reidprune.jobs.prune import prune_experiment
+
+    def job(name: str, resume: bool = False) -> dict[str, Any]:
+        return prune_experiment(load_config(config, [*overrides, f"output_dir={root / name}"]), resume=resume)
+
+    uninterrupted = job("ref")
+    kill_at(where)
+    with pytest.raises(KeyboardInterrupt):
+        job("killed")
+    assert not (root / "killed" / "metrics.json").exists()
+    return uninterrupted, job("killed", resume=True)
+
+
+def _stages(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in stage.items() if k != "output_dir"} for stage in metrics["stages"]]
+
+
+def assert_same_job(got: dict[str, Any], expected: dict[str, Any], got_dir: Path, expected_dir: Path) -> None:
+    """Two prune jobs' results (metrics.json contents) and saved models are equal bit for bit: plan,
+    stage records (but their folders), test metrics and costs, weights."""
+    assert got["plan"] == expected["plan"]
+    assert _stages(got) == _stages(expected)
+    assert got["pruned"] == expected["pruned"]
+    weights = load_file(got_dir / "model" / "weights.safetensors")
+    reference = load_file(expected_dir / "model" / "weights.safetensors")
+    assert weights.keys() == reference.keys()
+    for key, value in reference.items():
+        assert torch.equal(value, weights[key]), f"weights differ at {key}"
 
 
 class _BothSamplers:
@@ -131,8 +177,9 @@ def one_process_reference(config: Path, output_dir: Path, world_size: int = 2) -
 
 
 def kill_at(where: str) -> None:
-    """Make the next prune job raise KeyboardInterrupt at `where`: "round1" (just after round 1 is
-    saved) or "round2-step1" (just after the first training checkpoint of round 2)."""
+    """Make the next prune job raise KeyboardInterrupt at `where`: "round{k}" (just after round k is
+    saved) or "{stage}-step{n}" (just after the training checkpoint of step n in the stage directory
+    `stage`: "round2", "final", "soft")."""
     from reidprune.jobs import prune_state
     from reidprune.train.engine import Engine
 

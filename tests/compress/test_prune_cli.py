@@ -5,24 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import reidprune
 from reidprune.cli import _register, app
-from reidprune.models import create
-
-# vit_tiny_reid at 64 x 32 with 8 px patches, 3 blocks of 2 heads of width 8 (D 32), 2 classes
-TINY = {
-    "depth": 3,
-    "img_size": [64, 32],
-    "patch_size": 8,
-    "embed_dim": 32,
-    "head_dim": 8,
-    "num_heads": [2, 2, 2],
-    "mlp_hidden": [64, 64, 64],
-    "num_classes": 2,
-}
+from tiny_models import tiny_vit
 
 TOKEN_CONFIG = """
 name: tokens
@@ -40,8 +27,7 @@ output_dir: {out}
 
 @pytest.fixture
 def token_config(tmp_path: Path, synth_root: Path) -> Path:
-    torch.manual_seed(0)
-    weights = reidprune.save(create("vit_tiny_reid", **TINY), tmp_path / "dense")
+    weights = reidprune.save(tiny_vit(), tmp_path / "dense")
     path = tmp_path / "tokens.yaml"
     path.write_text(TOKEN_CONFIG.format(root=synth_root, weights=weights, out=tmp_path / "run"))
     return path

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from prune_ddp_helpers import assert_same_plan, kill_at, one_process_reference, write_job
+from prune_ddp_helpers import (
+    assert_same_job,
+    assert_same_plan,
+    killed_and_resumed,
+    one_process_reference,
+    write_job,
+)
 from safetensors.torch import load_file
 
-from reidprune.config import load_config
-from reidprune.jobs.prune import prune_experiment
 from reidprune.train.log import read_log
 
 HERE = Path(__file__).parent
@@ -83,35 +87,14 @@ def test_two_process_head_job_matches_one_process_and_resumes_exactly(tmp_path: 
     assert resumed["plan"] == metrics["plan"]
 
 
-def _stages(metrics: dict) -> list[dict]:
-    return [{k: v for k, v in stage.items() if k != "output_dir"} for stage in metrics["stages"]]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["round1", "round2-step1"])
 def test_a_killed_token_job_resumes_to_the_uninterrupted_result(
     tmp_path: Path, synth_root, where: str
 ) -> None:
     config = write_job(tmp_path, synth_root, "token-amg", 0.25)
-
-    def job(name: str, resume: bool = False) -> dict:
-        return prune_experiment(load_config(config, [f"output_dir={tmp_path / name}"]), resume=resume)
-
-    uninterrupted = job("ref")
-    kill_at(where)
-    with pytest.raises(KeyboardInterrupt):
-        job("killed")
-    assert not (tmp_path / "killed" / "metrics.json").exists()
-    resumed = job("killed", resume=True)
-
-    assert resumed["plan"] == uninterrupted["plan"]
-    assert _stages(resumed) == _stages(uninterrupted)
-    assert resumed["pruned"]["test"] == uninterrupted["pruned"]["test"]
-    ref = load_file(tmp_path / "ref" / "model" / "weights.safetensors")
-    got = load_file(tmp_path / "killed" / "model" / "weights.safetensors")
-    assert ref.keys() == got.keys()
-    for key, value in ref.items():
-        assert torch.equal(value, got[key]), f"resumed weights differ at {key}"
+    uninterrupted, resumed = killed_and_resumed(config, tmp_path, where)
+    assert_same_job(resumed, uninterrupted, tmp_path / "killed", tmp_path / "ref")
     # finished rounds keep their log but drop their checkpoint; the state holds the last round only
     for stage in ("round1", "round2"):
         assert (tmp_path / "killed" / stage / "train_log.jsonl").is_file()

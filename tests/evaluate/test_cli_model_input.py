@@ -16,18 +16,10 @@ from reidprune.config import load_config
 from reidprune.data.config import DataConfig, requested_size
 from reidprune.errors import CheckpointError, ConfigError
 from reidprune.models.forward import input_size_for
+from tiny_models import vit_arch
 
 # a 2-block ViT built for 32 x 16 (8 px patches: a 4 x 2 grid); the data defaults are 256 x 128
-SMALL_VIT = {
-    "depth": 2,
-    "img_size": [32, 16],
-    "patch_size": 8,
-    "embed_dim": 32,
-    "head_dim": 8,
-    "num_heads": [2, 2],
-    "mlp_hidden": [64, 64],
-    "num_classes": 3,  # market_root's training identities 2, 7, 11
-}
+SMALL_VIT = vit_arch(depth=2, img_size=(32, 16), num_classes=3)  # market_root's training identities 2, 7, 11
 QUIET = ["data.num_workers=0", "data.test_batch_size=4"]
 
 

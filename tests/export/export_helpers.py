@@ -12,45 +12,26 @@ from reidprune.compress.filters import prune_filters
 from reidprune.compress.heads import prune_heads
 from reidprune.compress.tokens import prune_tokens
 from reidprune.models import create
+from tiny_models import tiny_resnet, tiny_vit, vit_arch
 
-TINY_VIT = {
-    "depth": 3,
-    "img_size": [32, 16],
-    "patch_size": 4,
-    "embed_dim": 32,
-    "head_dim": 8,
-    "num_heads": [2, 2, 2],
-    "mlp_hidden": [64, 64, 64],
-    "num_classes": 5,
-}
+# vit_tiny_reid's structure at 32 x 16 with 4 px patches (an 8 x 4 grid), 5 classes
+GRID = {"img_size": (32, 16), "patch_size": 4, "num_classes": 5}
+TINY_VIT = vit_arch(**GRID)
 
 
 def vit_bnneck() -> nn.Module:
     """vit_tiny_reid's structure: 8 x 4 patches of 4 px, D 32, 3 blocks x 2 heads, CLS + BNNeck."""
-    torch.manual_seed(0)
-    return create("vit_tiny_reid", **TINY_VIT).eval()
+    return tiny_vit(**GRID)
 
 
 def vit_linear() -> nn.Module:
     """A DeiT-style classifier (eval mode returns logits too): 4 x 4 patches of 8 px, 2 blocks."""
-    torch.manual_seed(0)
-    return create(
-        "deit_tiny_patch16_224",
-        depth=2,
-        img_size=[32, 32],
-        patch_size=8,
-        embed_dim=32,
-        head_dim=8,
-        num_heads=[2, 2],
-        mlp_hidden=[64, 64],
-        num_classes=5,
-    ).eval()
+    return tiny_vit("deit_tiny_patch16_224", depth=2, img_size=(32, 32), num_classes=5)
 
 
 def vit_la() -> nn.Module:
     """LA-Transformer head (one stripe per grid row) on the tiny backbone."""
-    torch.manual_seed(0)
-    return create("la_tiny_reid", **{**TINY_VIT, "head_options": {"bottleneck": 16}}).eval()
+    return tiny_vit("la_tiny_reid", **GRID, head_options={"bottleneck": 16})
 
 
 def transreid_cameras() -> nn.Module:
@@ -75,8 +56,7 @@ def transreid_cameras() -> nn.Module:
 
 def resnet() -> nn.Module:
     """A narrow ResNet-18 re-ID model (stage widths 8/8/16/16) at 32 x 16."""
-    torch.manual_seed(0)
-    return create("resnet18_reid", img_size=[32, 16], stage_planes=[8, 8, 16, 16], num_classes=4).eval()
+    return tiny_resnet(seed=0).eval()
 
 
 def calibration(model: nn.Module, batches: int = 2, size: int = 4) -> list[dict[str, torch.Tensor]]:

@@ -20,6 +20,7 @@ from reidprune.compress.tokens import attach_reducers
 from reidprune.measure import count_gmacs
 from reidprune.measure.flops import ATTENTION_OPS
 from reidprune.models import create
+from tiny_models import tiny_vit
 
 # tiny DeiT: 32x16 input, 8x8 patches -> 4x2 = 8 patches + CLS; D 16, 4 blocks of 3 heads x 8, MLP 24
 PATCHES, PATCH_PIXELS, DIM, HEAD_DIM, MLP, CLASSES = 8, 3 * 8 * 8, 16, 8, 24, 5
@@ -27,19 +28,17 @@ TOKENS = 1 + PATCHES
 
 
 def tiny_deit(heads: int = 3) -> nn.Module:
-    torch.manual_seed(0)
-    return create(
+    return tiny_vit(
         "deit_tiny_patch16_224",
         depth=4,
-        img_size=[32, 16],
-        patch_size=8,
-        stride=8,
+        heads=heads,
+        img_size=(32, 16),
         embed_dim=DIM,
-        num_heads=[heads] * 4,
         head_dim=HEAD_DIM,
-        mlp_hidden=[MLP] * 4,
+        mlp=MLP,
         num_classes=CLASSES,
-    ).eval()
+        stride=8,
+    )
 
 
 def hand_macs(blocks: list[tuple[int, int, int, int]], extra: int = 0) -> int:

@@ -13,19 +13,8 @@ import torch
 from reidprune.compress.tokens import prune_tokens
 from reidprune.config import load_config, save_config
 from reidprune.measure import count_gmacs, count_params
-from reidprune.models import create, save
-
-# vit_tiny_reid's structure at 64 x 32 with 8 px patches: an 8 x 4 grid, 3 blocks, D 32
-TINY = {
-    "depth": 3,
-    "img_size": [64, 32],
-    "patch_size": 8,
-    "embed_dim": 32,
-    "head_dim": 8,
-    "num_heads": [2, 2, 2],
-    "mlp_hidden": [64, 64, 64],
-    "num_classes": 2,
-}
+from reidprune.models import save
+from tiny_models import tiny_vit
 
 
 @contextlib.contextmanager
@@ -76,8 +65,7 @@ def _make_runs(root: Path, synth_root: Path) -> dict[str, Path]:
             "name=amg",
         ]
     )
-    torch.manual_seed(0)
-    dense = create("vit_tiny_reid", **TINY).eval()
+    dense = tiny_vit()  # vit_tiny_reid's structure at 64 x 32 with 8 px patches, from seed 0
     pruned, plan = prune_tokens(dense, "amg", 0.4, mode="skip", selection="random")
     dense_test, pruned_test = _evaluate(dense, cfg), _evaluate(pruned, cfg)
 

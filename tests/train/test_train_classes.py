@@ -12,19 +12,10 @@ from reidprune.config import load_config
 from reidprune.data import build_dataset
 from reidprune.errors import TrainingError
 from reidprune.jobs.loading import job_model
+from tiny_models import vit_arch
 
 # a 2-block ViT with a plain linear classifier of 10 classes (as DeiT's 1000-way ImageNet head)
-LINEAR_VIT = {
-    "depth": 2,
-    "img_size": [16, 8],
-    "patch_size": 8,
-    "embed_dim": 32,
-    "head_dim": 8,
-    "num_heads": [2, 2],
-    "mlp_hidden": [64, 64],
-    "head": "linear",
-    "num_classes": 10,
-}
+LINEAR_VIT = vit_arch(depth=2, img_size=(16, 8), head="linear", num_classes=10)
 
 
 @pytest.fixture
