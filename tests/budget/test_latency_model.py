@@ -33,15 +33,15 @@ def test_tables_are_built_cached_and_reloaded_without_measuring(table: Path) -> 
     model = tiny.vit_bnneck()
     first = predict_latency(model, cache=table, **FAST)
     # 2 token counts x 2 key fractions x 2 head counts + 2 x 2 MLP points + call + stem/head
-    # + the dense reference measured whole (calibration)
-    assert first["measured_points"] == 8 + 4 + 2 + 1
+    # + the dense reference measured whole (calibration) + the load meter's reference time
+    assert first["measured_points"] == 8 + 4 + 2 + 1 + 1
     assert first["calibration"]["calibrated"] and first["calibration"]["scale"] > 0
     assert first["predicted_ms"] == pytest.approx(first["call_ms"] + first["fixed_ms"] + first["blocks_ms"])
     again = predict_latency(model, cache=table, measure=False, **NO_TIMING)
     assert again["measured_points"] == 0 and again["predicted_ms"] == first["predicted_ms"]
     stored = json.loads(Path(first["cache"]).read_text())
     assert stored["setting"]["runtime"] == "torch" and stored["setting"]["batch"] == 1
-    assert len(stored["points"]) == 15 and not list(Path(first["cache"]).parent.glob(".*tmp"))
+    assert len(stored["points"]) == 16 and not list(Path(first["cache"]).parent.glob(".*tmp"))
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_whole_model_measurement_on_onnxruntime(tmp_path: Path) -> None:
     predicted = predict_latency(
         model, "onnxruntime", 1, 1, cache=tmp_path, grid=grid, min_time=0.001, calib_time=0.01
     )
-    assert predicted["measured_points"] == 4 + 1 and predicted["setting"]["version"]
+    assert predicted["measured_points"] == 4 + 2 and predicted["setting"]["version"]
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ Two things keep the sum of isolated pieces close to the whole graph:
   AMG reducers (the search's token masks) cost a fixed extra per block (their gathers), timed once
   per kind on a block of the family's full size keeping half of its tokens.
 
+- load meter: every point is timed in the same interleaved rounds as one fixed workload, and kept
+  as the median per-round ratio times that workload's (cached) time, so that points timed minutes
+  apart on a machine whose load changes stay comparable (`LatencyModel._time`).
+
 Every timed point is cached per (CPU model, runtime and version, threads, batch) in a JSON file
 (`budget.cache`), so a second prediction for any plan of the same model family measures nothing.
 """
@@ -45,6 +49,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,10 +68,12 @@ from reidprune.budget.probes import (
     EmbeddingProbe,
     FeatureMapHead,
     IdentityBlock,
+    LoadMeter,
     MlpProbe,
 )
 from reidprune.budget.runtimes import Runner, setting_for
 from reidprune.evaluate.forward import model_input_size
+from reidprune.measure.timing import interleaved_times
 from reidprune.models.vit import VisionTransformer
 
 Probe = Callable[[], tuple[nn.Module, tuple[Tensor, ...]]]  # builds (module, example inputs) on demand
@@ -146,7 +153,7 @@ class LatencyModel:
     anything, raise when a needed table point is missing. min_time: seconds to time each point.
     chain: copies of a ViT half timed in a row (see the module doc). calibrate: scale block costs
     by one whole measurement of the family's dense model (calib_time seconds; measure=False and
-    not cached: scale 1).
+    not cached: scale 1). normalise: time every point against a fixed load meter (`_time`).
     """
 
     def __init__(
@@ -162,6 +169,7 @@ class LatencyModel:
         chain: int = 4,
         calibrate: bool = True,
         calib_time: float = 2.0,
+        normalise: bool = True,
     ) -> None:
         if isinstance(chain, bool) or not isinstance(chain, int) or chain < 1:
             raise ValueError(f"chain={chain!r}: expected an int >= 1")
@@ -173,7 +181,9 @@ class LatencyModel:
         self.chain = chain
         self.calibrate = calibrate
         self.calib_time = calib_time
+        self.normalise = normalise
         self._runner: Runner | None = None
+        self._meter: Callable[[], Any] | None = None
 
     # -- measuring ---------------------------------------------------------------------------
     def __enter__(self) -> LatencyModel:
@@ -188,7 +198,7 @@ class LatencyModel:
             self.cache.save()
         if self._runner is not None:
             self._runner.__exit__(None, None, None)
-            self._runner = None
+            self._runner, self._meter = None, None
 
     def _missing(self, signature: str) -> LookupError:
         return LookupError(
@@ -203,17 +213,43 @@ class LatencyModel:
         if value is None:
             if not self.measure:
                 raise self._missing(signature)
-            if self._runner is None:
-                self._runner = Runner(self.setting).__enter__()
             module, inputs = probe()
             if chain > 1:
                 module = nn.Sequential(module, *(copy.deepcopy(module) for _ in range(chain - 1)))
-            value = self._runner.time_ms(self._runner.callable(module, inputs), self.min_time)
+            value = self._time(self.runner.callable(module, inputs), self.min_time)
             if net and signature != "call":
                 value = max(0.0, value - self.call_ms())
             value /= chain
             self.cache.put(signature, value)
         return value
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = Runner(self.setting).__enter__()
+        return self._runner
+
+    def _time(self, fn: Callable[[], Any], min_time: float) -> float:
+        """Milliseconds of one call of `fn`. normalise: timed in the same interleaved rounds as a fixed
+        load meter (`LoadMeter`) and reported as the median per-round ratio times the meter's cached
+        milliseconds, so that a point timed while other processes slowed the machine by 2x is not
+        2x too slow; else the plain median."""
+        run = self.runner
+        if not self.normalise:
+            return run.time_ms(fn, min_time)
+        if self._meter is None:
+            inputs = (torch.zeros(self.setting.batch, LoadMeter.TOKENS, LoadMeter.DIM),)
+            self._meter = run.callable(LoadMeter(), inputs)
+        meter = self._meter
+        reference = self.cache.get("load-meter")
+        if reference is None:
+            reference = run.time_ms(meter, max(1.0, 4 * min_time))
+            self.cache.put("load-meter", reference)
+        times = interleaved_times(
+            {"fn": fn, "meter": meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device
+        )
+        ratios = [a / b for a, b in zip(times["fn"], times["meter"], strict=True) if b > 0]
+        return statistics.median(ratios) * reference
 
     def call_ms(self) -> float:
         """What one runtime call costs with (almost) nothing to compute."""
@@ -462,11 +498,7 @@ class LatencyModel:
         if measured_sig not in self.cache:
             if not self.measure:
                 return 1.0, {"scale": 1.0, "calibrated": False}
-            whole = measure_latency(
-                reference, self.setting.runtime, self.setting.batch, self.setting.threads,
-                min_time=self.calib_time,
-            )["median_ms"]  # fmt: skip
-            self.cache.put(measured_sig, whole)
+            self.cache.put(measured_sig, self._time(self._whole_call(reference), self.calib_time))
         whole = self.cache.points[measured_sig]
         # clamped: a whole graph 10x off its pieces means a broken table, not a correction
         value = min(max((whole - self.call_ms() - fixed) / max(blocks, 1e-9), 0.1), 10.0)
@@ -476,6 +508,13 @@ class LatencyModel:
             "reference_measured_ms": whole,
             "reference_blocks_ms": blocks,
         }
+
+    def _whole_call(self, model: nn.Module) -> Callable[[], Any]:
+        """The whole model as deployed on the runtime (the exported graph on ONNX Runtime)."""
+        inputs = (_images(model, self.setting.batch), torch.zeros(self.setting.batch, dtype=torch.long))
+        if self.setting.runtime == "onnxruntime":
+            return _exported_call(model, inputs, self.setting, self.runner)
+        return self.runner.callable(EmbeddingProbe(model), inputs)
 
     # -- whole model -------------------------------------------------------------------------
     def predict(self, model: nn.Module) -> dict[str, Any]:
