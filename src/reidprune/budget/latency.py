@@ -126,6 +126,7 @@ class Table:
 
 
 AMG_KINDS = ("amg-kv", "amg-skip")
+METER = "load-meter"  # the load meter's name among timed callables and its cached milliseconds
 
 
 @dataclass(frozen=True)
@@ -230,26 +231,57 @@ class LatencyModel:
         return self._runner
 
     def _time(self, fn: Callable[[], Any], min_time: float) -> float:
-        """Milliseconds of one call of `fn`. normalise: timed in the same interleaved rounds as a fixed
-        load meter (`LoadMeter`) and reported as the median per-round ratio times the meter's cached
-        milliseconds, so that a point timed while other processes slowed the machine by 2x is not
-        2x too slow; else the plain median."""
+        return self._time_many({"fn": fn}, min_time)["fn"]
+
+    def _time_many(self, fns: dict[str, Callable[[], Any]], min_time: float) -> dict[str, float]:
+        """Milliseconds of one call of every callable, all timed in the same interleaved rounds (a
+        whole table under one load). normalise: a fixed load meter (`LoadMeter`) runs in the same
+        rounds and each figure is the median per-round ratio times the meter's cached milliseconds,
+        so that a table timed while other processes slowed the machine by 2x is not 2x too slow;
+        else the plain medians."""
         run = self.runner
         if not self.normalise:
-            return run.time_ms(fn, min_time)
+            times = interleaved_times(fns, min_time=min_time, warmup=2, min_rounds=5, device=run.device)
+            return {name: statistics.median(samples) * 1e3 for name, samples in times.items()}
         if self._meter is None:
             inputs = (torch.zeros(self.setting.batch, LoadMeter.TOKENS, LoadMeter.DIM),)
             self._meter = run.callable(LoadMeter(), inputs)
         meter = self._meter
-        reference = self.cache.get("load-meter")
+        reference = self.cache.get(METER)
         if reference is None:
-            reference = run.time_ms(meter, max(1.0, 4 * min_time))
-            self.cache.put("load-meter", reference)
+            reference = run.time_ms(meter, max(1.0, 4 * self.min_time))
+            self.cache.put(METER, reference)
         times = interleaved_times(
-            {"fn": fn, "meter": meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device
+            {**fns, METER: meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device
         )
-        ratios = [a / b for a, b in zip(times["fn"], times["meter"], strict=True) if b > 0]
-        return statistics.median(ratios) * reference
+        out = {}
+        for name in fns:
+            ratios = [a / b for a, b in zip(times[name], times[METER], strict=True) if b > 0]
+            out[name] = statistics.median(ratios) * reference
+        return out
+
+    def _fill(
+        self, shape: tuple[int, ...], entries: list[tuple[tuple[int, ...], str, Probe]], chain: int
+    ) -> np.ndarray:
+        """A table of the given shape from (index, signature, probe) entries; the points not cached
+        are timed together in the same interleaved rounds (one table, one load), net of the call."""
+        missing = {sig: probe for _, sig, probe in entries if sig not in self.cache}
+        if missing:
+            if not self.measure:
+                raise self._missing(next(iter(missing)))
+            call = self.call_ms()
+            fns = {}
+            for sig, probe in missing.items():
+                module, inputs = probe()
+                if chain > 1:
+                    module = nn.Sequential(module, *(copy.deepcopy(module) for _ in range(chain - 1)))
+                fns[sig] = self.runner.callable(module, inputs)
+            for sig, value in self._time_many(fns, self.min_time * len(fns)).items():
+                self.cache.put(sig, max(0.0, value - call) / chain)
+        values = np.zeros(shape)
+        for index, sig, _ in entries:
+            values[index] = self.cache.points[sig]
+        return values
 
     def call_ms(self) -> float:
         """What one runtime call costs with (almost) nothing to compute."""
@@ -267,20 +299,18 @@ class LatencyModel:
         tokens_axis = axis(full[0], self.grid.token_fractions, 2)
         heads_axis = axis(full[1], self.grid.head_fractions)
         kv_axis = sorted(set(self.grid.kv_fractions) | {1.0})
-        values = np.zeros((len(tokens_axis), len(kv_axis), len(heads_axis)))
+        entries = []
         for i, q in enumerate(tokens_axis):
             for j, f in enumerate(kv_axis):
                 kv = max(1, math.ceil(f * q - 1e-9))
                 for k, h in enumerate(heads_axis):
                     sig = f"attn|dim={dim}|head_dim={head_dim}|bias={int(bias)}|heads={h}|q={q}|kv={kv}"
-                    values[i, j, k] = self.point(
-                        self._chained(sig),
-                        lambda q=q, kv=kv, h=h: (
-                            AttentionProbe(dim, h, head_dim, bias, q, kv),
-                            self._tokens(dim, q),
-                        ),
-                        chain=self.chain,
+                    probe = lambda q=q, kv=kv, h=h: (  # noqa: E731
+                        AttentionProbe(dim, h, head_dim, bias, q, kv),
+                        self._tokens(dim, q),
                     )
+                    entries.append(((i, j, k), self._chained(sig), probe))
+        values = self._fill((len(tokens_axis), len(kv_axis), len(heads_axis)), entries, self.chain)
         return Table((tuple(tokens_axis), tuple(kv_axis), tuple(heads_axis)), monotone(values))
 
     def attention_ms(
@@ -294,14 +324,16 @@ class LatencyModel:
         """MLP half over (tokens, hidden width) in a model of (tokens, hidden) = full."""
         tokens_axis = axis(full[0], self.grid.token_fractions, 2)
         width_axis = axis(full[1], self.grid.width_fractions)
-        values = np.zeros((len(tokens_axis), len(width_axis)))
-        for i, n in enumerate(tokens_axis):
-            for j, w in enumerate(width_axis):
-                values[i, j] = self.point(
-                    self._chained(f"mlp|dim={dim}|hidden={w}|n={n}"),
-                    lambda n=n, w=w: (MlpProbe(dim, w), self._tokens(dim, n)),
-                    chain=self.chain,
-                )
+        entries = [
+            (
+                (i, j),
+                self._chained(f"mlp|dim={dim}|hidden={w}|n={n}"),
+                lambda n=n, w=w: (MlpProbe(dim, w), self._tokens(dim, n)),
+            )
+            for i, n in enumerate(tokens_axis)
+            for j, w in enumerate(width_axis)
+        ]
+        values = self._fill((len(tokens_axis), len(width_axis)), entries, self.chain)
         return Table((tuple(tokens_axis), tuple(width_axis)), monotone(values))
 
     def mlp_ms(self, dim: int, full: tuple[int, int], geo: tuple[int, int]) -> float:
@@ -423,16 +455,19 @@ class LatencyModel:
             kind = type(block).__name__.lower()
             key = f"{kind}|in={c_in}|size={height}x{width}|planes={planes}|stride={stride}"
             axes = [axis(planes, self.grid.width_fractions) for _ in mids_all[i]]
-            values = np.zeros([len(a) for a in axes])
-            for index in np.ndindex(*values.shape):
+            shape = tuple(len(a) for a in axes)
+            entries = []
+            for index in np.ndindex(*shape):
                 mids = [axes[d][j] for d, j in enumerate(index)]
-                values[index] = self.point(
+                entries.append((
+                    index,
                     f"{key}|mids={','.join(map(str, mids))}",
                     lambda b=type(block), mids=mids, c_in=c_in, planes=planes, stride=stride, h=height, w=width: (
                         b(c_in, planes, mids, stride, None),
                         (torch.randn(self.setting.batch, c_in, h, w),),
                     ),
-                )
+                ))  # fmt: skip
+            values = self._fill(shape, entries, 1)
             tables.append(Table(tuple(tuple(a) for a in axes), monotone(values)))
             geometry.append(
                 {
