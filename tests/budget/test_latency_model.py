@@ -5,6 +5,7 @@ Timings are never asserted (a shared machine); the tests check what is measured,
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -137,3 +138,10 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     LatencyCache(setting_for("torch", 2, 1), other).save()
     with pytest.raises(ValueError, match="holds figures for"):
         LatencyCache(setting_for("torch", 1, 1), other)
+
+
+def test_a_table_of_an_older_format_is_measured_afresh(tmp_path: Path) -> None:
+    setting = setting_for("torch", 1, 1)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": 1, "setting": dataclasses.asdict(setting), "points": {"call": 1.0}}))
+    assert LatencyCache(setting, old).points == {}
