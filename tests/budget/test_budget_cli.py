@@ -1,4 +1,5 @@
-"""`reidprune compress` end to end on the embedded synthetic set, and its one-line refusals."""
+"""`reidprune compress` end to end on the embedded synthetic set (GMACs and ONNX Runtime latency
+targets, with the verification), `reidprune latency`'s cached tables, and the one-line refusals."""
 
 from __future__ import annotations
 
@@ -22,9 +23,13 @@ def model_dir(tmp_path: Path) -> Path:
     return reidprune.save(create("vit_tiny_reid", **TINY_VIT), tmp_path / "dense")
 
 
-def _invoke(*args: str):  # type: ignore[no-untyped-def]
+def _invoke(*args: str, command: str = "compress"):  # type: ignore[no-untyped-def]
     _register()
-    return CliRunner(env={"COLUMNS": "200"}).invoke(app, ["compress", *args], catch_exceptions=False)
+    return CliRunner(env={"COLUMNS": "200"}).invoke(app, [command, *args], catch_exceptions=False)
+
+
+# quick latency tables: 2 points per axis, 1 ms per point, one thread
+QUICK = ["--threads", "1", "--coarse-grid", "--point-time", "0.001"]
 
 
 def test_compress_writes_the_plan_and_a_loadable_model(
@@ -76,7 +81,9 @@ def test_compress_fine_tunes_with_distillation(model_dir: Path, synth_root: Path
     ("targets", "expected"),
     [
         (["--target-gmacs", "1", "--target-speedup", "2"], "give exactly one budget target"),
-        (["--target-latency-ms", "3", "--runtime", "onnxruntime"], "needs the latency model"),
+        (["--target-latency-ms", "3", "--runtime", "gmacs"], "needs a latency runtime"),
+        (["--target-speedup", "1.5", "--runtime", "tensorrt"], "runtime 'tensorrt'"),
+        (["--target-speedup", "1.5", "--tolerance", "1.5"], "--tolerance 1.5"),
         (["--target-gmacs", "1e-9"], "cannot be reached"),
     ],
 )
@@ -98,3 +105,57 @@ def test_compress_errors_are_one_line(
     assert expected in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert not out.exists(), "nothing written"
+
+
+def test_latency_cli_builds_the_table_once_and_then_measures_nothing(model_dir: Path, tmp_path: Path) -> None:
+    cache, report = tmp_path / "tables", tmp_path / "latency.json"
+    args = [str(model_dir), "--runtime", "torch", *QUICK, "--calib-time", "0.01", "--cache", str(cache)]
+    first = _invoke(*args, "--no-check", "--json", str(report), command="latency")
+    assert first.exit_code == 0, first.output
+    prediction = json.loads(report.read_text())["prediction"]
+    table = Path(prediction["cache"])
+    stored = json.loads(table.read_text())["points"]
+    assert prediction["measured_points"] == len(stored) > 0
+    assert any(k.startswith("whole|vit|") for k in stored), "the calibration measurement is cached"
+    again = _invoke(*args, "--no-measure", "--min-time", "0.01", "--json", str(report), command="latency")
+    assert again.exit_code == 0, again.output
+    result = json.loads(report.read_text())
+    assert result["prediction"]["measured_points"] == 0
+    assert result["prediction"]["predicted_ms"] == prediction["predicted_ms"]
+    assert json.loads(table.read_text())["points"] == stored and result["measured"]["median_ms"] > 0
+
+
+@pytest.mark.slow  # 5-15 s each: tables, search, export and timing on ONNX Runtime
+@pytest.mark.parametrize("family", ["vit", "resnet"])
+def test_compress_to_a_speedup_on_onnxruntime_verifies_the_exported_model(
+    family: str, synth_root: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    # both big enough for their blocks to outweigh the stem, head and call overhead at batch 1
+    if family == "vit":
+        size = {"img_size": [128, 64], "embed_dim": 64, "head_dim": 16, "num_heads": [4] * 3}
+        built = create("vit_tiny_reid", **{**VIT, **size, "mlp_hidden": [256] * 3})
+    else:
+        built = create("resnet18_reid", img_size=[128, 64], stage_planes=[32, 32, 64, 64], num_classes=2)
+    source, out = reidprune.save(built, tmp_path / "dense"), tmp_path / "out"
+    result = _invoke(
+        str(source), "--data-root", str(synth_root), "--target-speedup", "1.3", "--runtime", "onnxruntime",
+        *QUICK, "--latency-cache", str(tmp_path / "tables"), "--verify-time", "0.2", "--out", str(out),
+        "--calib-batches", "2", "data.num_workers=0", "data.batch_size=8",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["target"] == {"kind": "speedup", "value": 1.3, "cost": pytest.approx(plan["dense_cost"] / 1.3),
+                              "unit": "ms", "correction": 1.0}  # fmt: skip
+    assert plan["predicted_speedup"] >= 1.3 and plan["cost_model"]["kind"] == "latency"
+    verify = plan["verify"]
+    assert verify == json.loads((out / "verify.json").read_text())
+    assert verify["predicted"]["speedup"] == plan["predicted_speedup"]
+    measured = verify["measured"]
+    assert measured["unit"] == "ms" and measured["setting"]["runtime"] == "onnxruntime"
+    assert measured["speedup"] == pytest.approx(measured["original"] / measured["compressed"])
+    assert verify["missed"] == (verify["shortfall"] > 0.07)
+    assert ("MISSED the target" in result.output) == verify["missed"]
+    assert verify["gmacs"]["compressed"] == pytest.approx(plan["measured_gmacs"])
+    assert (out / "model.onnx").is_file() and verify["onnx"] == str(out / "model.onnx")
+    assert reidprune.load(out / "model").compression_plan.method == "budget-search"

@@ -6,8 +6,7 @@ import pytest
 from budget_helpers import batches, tiny_resnet, tiny_vit
 
 from reidprune.budget.candidates import apply_plan, cnn_space, vit_space
-from reidprune.budget.cost import GmacsCostModel, latency_cost_model
-from reidprune.errors import CompressionError
+from reidprune.budget.cost import GmacsCostModel
 from reidprune.measure.flops import count_gmacs
 
 
@@ -35,8 +34,3 @@ def test_resnet_prediction_equals_the_counter_for_an_uneven_plan(name: str) -> N
     removed = [i % g.size for i, g in enumerate(space.groups)]
     measured = count_gmacs(apply_plan(model, space, removed))["gmacs"]
     assert costs.predict(space.sketch(removed)) == pytest.approx(measured, rel=1e-12)
-
-
-def test_a_latency_cost_model_is_refused_until_the_latency_model_exists() -> None:
-    with pytest.raises(CompressionError, match="needs the latency model"):
-        latency_cost_model(tiny_vit(), "onnxruntime", batch=1, threads=2)

@@ -41,7 +41,13 @@ def test_a_vit_meets_a_gmacs_target_within_one_unit() -> None:
     assert plan["measured_gmacs"] == pytest.approx(measured, rel=1e-12)
     tolerance = largest_unit_saving(model, vit_space(model, data, mode="skip"))
     assert target - tolerance < measured <= target
-    assert plan["target"] == {"kind": "gmacs", "value": target, "cost": target, "unit": "GMACs"}
+    assert plan["target"] == {
+        "kind": "gmacs",
+        "value": target,
+        "cost": target,
+        "unit": "GMACs",
+        "correction": 1.0,
+    }
 
 
 def test_a_resnet_meets_a_gmacs_target_without_data() -> None:
@@ -124,7 +130,9 @@ def test_an_impossible_budget_is_one_line_naming_the_smallest_plan() -> None:
         ({}, "give exactly one budget target"),
         ({"target_speedup": 0.5}, "target_speedup=0.5: expected >= 1"),
         ({"target_gmacs": -1.0}, "target_gmacs=-1.0: expected a positive number"),
-        ({"target_latency_ms": 3.0}, "needs the latency model"),
+        ({"target_latency_ms": 3.0, "runtime": "gmacs"}, "needs a latency runtime"),
+        ({"target_speedup": 2.0, "runtime": "tensorrt"}, "runtime 'tensorrt'"),
+        ({"target_speedup": 2.0, "correction": 0.0}, "correction=0.0"),
     ],
 )
 def test_bad_targets_are_refused_before_calibration(targets: dict, expected: str) -> None:

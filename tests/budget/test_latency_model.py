@@ -5,6 +5,7 @@ Timings are never asserted (a shared machine); the tests check what is measured,
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -19,7 +20,8 @@ from reidprune.budget.runtimes import setting_for
 SMALL = Grid(
     token_fractions=(0.5, 1.0), kv_fractions=(0.5, 1.0), head_fractions=(0.0, 1.0), width_fractions=(0.5, 1.0)
 )
-FAST = {"runtime": "torch", "batch": 1, "threads": 1, "grid": SMALL, "min_time": 0.001}
+FAST = {"runtime": "torch", "batch": 1, "threads": 1, "grid": SMALL, "min_time": 0.001, "calib_time": 0.01}
+NO_TIMING = {k: v for k, v in FAST.items() if k not in ("min_time", "calib_time")}
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +34,15 @@ def test_tables_are_built_cached_and_reloaded_without_measuring(table: Path) -> 
     model = tiny.vit_bnneck()
     first = predict_latency(model, cache=table, **FAST)
     # 2 token counts x 2 key fractions x 2 head counts + 2 x 2 MLP points + call + stem/head
-    assert first["measured_points"] == 8 + 4 + 2
+    # + the dense reference measured whole (calibration) + the load meter's reference time
+    assert first["measured_points"] == 8 + 4 + 2 + 1 + 1
+    assert first["calibration"]["calibrated"] and first["calibration"]["scale"] > 0
     assert first["predicted_ms"] == pytest.approx(first["call_ms"] + first["fixed_ms"] + first["blocks_ms"])
-    again = predict_latency(
-        model, cache=table, measure=False, **{k: v for k, v in FAST.items() if k != "min_time"}
-    )
+    again = predict_latency(model, cache=table, measure=False, **NO_TIMING)
     assert again["measured_points"] == 0 and again["predicted_ms"] == first["predicted_ms"]
     stored = json.loads(Path(first["cache"]).read_text())
     assert stored["setting"]["runtime"] == "torch" and stored["setting"]["batch"] == 1
-    assert len(stored["points"]) == 14 and not list(Path(first["cache"]).parent.glob(".*tmp"))
+    assert len(stored["points"]) == 16 and not list(Path(first["cache"]).parent.glob(".*tmp"))
 
 
 @pytest.mark.parametrize(
@@ -80,19 +82,19 @@ def test_geometry_follows_the_token_spec() -> None:
 
 
 def test_an_untimed_reducer_geometry_reuses_the_measured_fraction(table: Path) -> None:
-    model = tiny.amg_kv()
+    model = tiny.topk()
     predict_latency(model, cache=table, **FAST)
-    with LatencyModel(cache=table, measure=False, runtime="torch", batch=1, threads=1, grid=SMALL) as lm:
+    with LatencyModel(cache=table, measure=False, **NO_TIMING) as lm:
         costs = lm.predict(model)
         assert not costs["approximate"]  # every block's geometry is in the table
-        lm.cache.points = {k: v for k, v in lm.cache.points.items() if not k.startswith("reducer|")}
+        lm.cache.points = {k: v for k, v in lm.cache.points.items() if not k.startswith("reducer|topk")}
         estimated = lm.predict(model)
     assert estimated["approximate"] and estimated["predicted_ms"] > 0
 
 
 def test_interpolated_block_cost_grows_with_tokens_keys_heads_and_width(table: Path) -> None:
     predict_latency(tiny.vit_bnneck(), cache=table, **FAST)
-    with LatencyModel(cache=table, measure=False, runtime="torch", batch=1, threads=1, grid=SMALL) as lm:
+    with LatencyModel(cache=table, measure=False, **NO_TIMING) as lm:
         attn = [lm.attention_ms(32, 8, True, (33, 4), (q, q, 4)) for q in range(4, 34, 3)]
         keys = [lm.attention_ms(32, 8, True, (33, 4), (33, kv, 4)) for kv in range(4, 34, 3)]
         heads = [lm.attention_ms(32, 8, True, (33, 4), (33, 33, h)) for h in range(1, 5)]
@@ -117,8 +119,10 @@ def test_whole_model_measurement_on_onnxruntime(tmp_path: Path) -> None:
     measured = measure_latency(model, "onnxruntime", 1, 1, min_time=0.01)
     assert 0 < measured["median_ms"] <= measured["p90_ms"] and measured["setting"]["runtime"] == "onnxruntime"
     grid = Grid(token_fractions=(1.0,), kv_fractions=(1.0,), head_fractions=(1.0,), width_fractions=(1.0,))
-    predicted = predict_latency(model, "onnxruntime", 1, 1, cache=tmp_path, grid=grid, min_time=0.001)
-    assert predicted["measured_points"] == 4 and predicted["setting"]["version"]
+    predicted = predict_latency(
+        model, "onnxruntime", 1, 1, cache=tmp_path, grid=grid, min_time=0.001, calib_time=0.01
+    )
+    assert predicted["measured_points"] == 4 + 2 and predicted["setting"]["version"]
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:
@@ -134,3 +138,10 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     LatencyCache(setting_for("torch", 2, 1), other).save()
     with pytest.raises(ValueError, match="holds figures for"):
         LatencyCache(setting_for("torch", 1, 1), other)
+
+
+def test_a_table_of_an_older_format_is_measured_afresh(tmp_path: Path) -> None:
+    setting = setting_for("torch", 1, 1)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": 1, "setting": dataclasses.asdict(setting), "points": {"call": 1.0}}))
+    assert LatencyCache(setting, old).points == {}

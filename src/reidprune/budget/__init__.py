@@ -9,23 +9,37 @@ protocol, the GMACs cost model and the runtime latency cost model), `candidates`
 space: units and their importance, and applying a plan to a model), `search` (the greedy search),
 `proxy` (the distillation proxy that compares plans), `api` (`to_budget`); the latency model:
 `probes` (isolated pieces timed on a runtime), `grid` (monotone interpolation), `cache`
-(per-setting JSON tables), `runtimes`, `latency`. docs/budget_search.md describes the algorithm.
+(per-setting JSON tables), `runtimes`, `latency`, `latency_cost` (its tables as the search's cost
+model); `verify` (the result measured against the original and the target).
+docs/budget_search.md describes the algorithm.
 
 `budget` sits above models / measure / export / compress (it imports them; nothing below imports it).
 """
 
 from reidprune.budget.cache import LatencyCache, Setting, default_cache_dir
-from reidprune.budget.latency import Grid, LatencyModel, measure_latency, predict_latency, vit_geometry
+from reidprune.budget.latency import (
+    Grid,
+    LatencyModel,
+    measure_latency,
+    measure_side_by_side,
+    predict_latency,
+    vit_geometry,
+)
+from reidprune.budget.latency_cost import LatencyCostModel
 from reidprune.budget.runtimes import RUNTIMES
+from reidprune.budget.verify import verify_budget
 
 __all__ = [
     "RUNTIMES",
     "Grid",
     "LatencyCache",
+    "LatencyCostModel",
     "LatencyModel",
     "Setting",
     "default_cache_dir",
     "measure_latency",
+    "measure_side_by_side",
     "predict_latency",
+    "verify_budget",
     "vit_geometry",
 ]

@@ -8,7 +8,7 @@ counts (map entropy), scored in one calibration pass. ResNet: per-conv internal 
 or FPGM criterion). The greedy search (`search.py`) runs once per weighting of heads against
 tokens in `head_weights`; the candidate whose embeddings stay closest to the unpruned model's on
 the calibration images (`proxy.py`) wins. No fine-tuning here: `reidprune compress --epochs N`
-or `compress.schedule` fine-tune the result with distillation.
+or `jobs.schedule.finetune` fine-tune the result with distillation.
 """
 
 from __future__ import annotations
@@ -64,10 +64,16 @@ def resolve_target(
 
 
 def choose_cost_model(
-    model: nn.Module, kind: str, runtime: str, batch: int, threads: int | None, cost_model: CostModel | None
+    model: nn.Module,
+    kind: str,
+    runtime: str,
+    batch: int,
+    threads: int | None,
+    cost_model: CostModel | None,
+    latency: Mapping[str, Any] | None = None,
 ) -> CostModel:
     """The cost model a target needs: GMACs for target_gmacs or runtime "gmacs", else the runtime's
-    latency model; a given `cost_model` must have the target's unit."""
+    latency model (built with the `latency` options); a given `cost_model` must have the target's unit."""
     if cost_model is not None:
         if getattr(cost_model, "unit", None) not in UNITS:
             raise CompressionError(
@@ -87,7 +93,7 @@ def choose_cost_model(
         return GmacsCostModel.for_model(model)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise CompressionError(f"batch={batch!r}: expected an int >= 1")
-    return latency_cost_model(model, runtime, batch=batch, threads=threads)
+    return latency_cost_model(model, runtime, batch=batch, threads=threads, **dict(latency or {}))
 
 
 def take_batches(data: Iterable[Mapping[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
@@ -115,6 +121,8 @@ def to_budget(
     batch: int = 1,
     threads: int | None = None,
     cost_model: CostModel | None = None,
+    latency: Mapping[str, Any] | None = None,
+    correction: float = 1.0,
     calib_batches: int = 8,
     head_weights: Sequence[float] = DEFAULT_HEAD_WEIGHTS,
     token_mode: str = "skip",
@@ -131,7 +139,11 @@ def to_budget(
     target_*: exactly one. speedup: cost(dense) / cost(plan) in the cost model's unit; latency_ms:
       per batch on `runtime`; gmacs: per image (measure.count_gmacs).
     runtime / batch / threads: the deployment the latency model predicts ("gmacs" = count GMACs).
-    cost_model: any `budget.cost.CostModel` to use instead.
+    cost_model: any `budget.cost.CostModel` to use instead. latency: options of the runtime latency
+      model (`LatencyCostModel.for_model`: cache, grid, min_time, chain, calibrate, calib_time).
+    correction: measured / predicted cost ratio of an earlier attempt (`verify_budget`); the search
+      aims at target / correction, so a model measured 10 % slower than predicted is re-planned 10 %
+      tighter. 1 = trust the cost model.
     calib_batches: batches taken from `data` (0 = all). head_weights: weights of head importance
       against token importance; one search per value, the proxy picks (ViT only).
     token_mode: "skip" (default: pruned tokens skip the block, MLP included, so large speed-ups are
@@ -148,7 +160,11 @@ def to_budget(
     weights = [float(w) for w in head_weights]
     if not weights or any(not math.isfinite(w) or w <= 0 for w in weights):
         raise CompressionError(f"head_weights={list(head_weights)}: expected positive numbers")
-    costs = choose_cost_model(model, kind, runtime, batch, threads, cost_model)
+    if isinstance(correction, bool) or not isinstance(correction, int | float) or not 0.1 <= correction <= 10:
+        raise CompressionError(
+            f"correction={correction!r}: expected a measured / predicted ratio in [0.1, 10]"
+        )
+    costs = choose_cost_model(model, kind, runtime, batch, threads, cost_model, latency)
     batches = take_batches(data, calib_batches, seed) if data is not None else []
     if vit:
         space = vit_space(
@@ -157,7 +173,7 @@ def to_budget(
     else:
         space = cnn_space(model, criterion=criterion)
     dense = costs.predict(space.sketch([0] * len(space.groups)))
-    target = value if kind != "speedup" else dense / value
+    target = (value if kind != "speedup" else dense / value) / correction
     check_reachable(space, costs, target)
     proxy = EmbeddingProxy(model, batches) if batches else None
     has_heads = any(g.kind == "heads" for g in space.groups)
@@ -186,6 +202,7 @@ def to_budget(
     plan = _plan_dict(
         space, result, costs, kind, value, target, runtime, batch, threads, candidates, chosen, proxy
     )
+    plan["target"]["correction"] = float(correction)
     plan["measured_gmacs"] = _measured_gmacs(small)
     previous = plan_of(model)
     rate = 1.0 - result.cost / result.dense_cost if result.dense_cost else 0.0

@@ -18,7 +18,7 @@ from typing import Any
 
 from reidprune.atomic import write_json
 
-FORMAT = 1
+FORMAT = 2  # 2: points timed against the load meter, ViT halves chained; older files are re-measured
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class LatencyCache:
                 f"{self.path}: holds figures for {stored}, not for {asdict(self.setting)}; "
                 "give another file or a folder"
             )
+        if payload.get("format") != FORMAT:  # figures timed another way: not comparable, start afresh
+            return {}
         points = payload.get("points", {})
         return {str(k): float(v) for k, v in points.items()}
 

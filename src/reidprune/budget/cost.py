@@ -8,9 +8,10 @@ must be cheap: a formula or a table look-up, never a forward pass) and `unit`. T
   it is a closed formula in the sketch's numbers; what no plan changes (patch embedding / stem,
   downsample convs, necks, JPM branches) is one constant, measured once with `count_gmacs` on the
   dense model as its total minus the formula's dense blocks.
-- the runtime latency model (`reidprune.budget.latency`, per-block tables timed on ONNX Runtime /
+- `LatencyCostModel` (`budget/latency_cost.py`): milliseconds per batch on a runtime, read from the
+  latency model's tables (`reidprune.budget.latency`, per-block tables timed on ONNX Runtime /
   PyTorch, cached per cpu, runtime, threads and batch). `latency_cost_model` is the one place that
-  builds it; until it exists a latency target raises one clear error.
+  builds it.
 
 To plug in another cost model, give an object with `unit` ("GMACs" or "ms"), `predict(sketch)`
 and `describe() -> dict` (JSON-able, copied into plan.json); pass it as `to_budget(cost_model=)`.
@@ -213,15 +214,15 @@ def _cnn_terms(model: nn.Module) -> list[list[ConvTerm]]:
 
 
 def latency_cost_model(
-    model: nn.Module, runtime: str, batch: int = 1, threads: int | None = None
+    model: nn.Module, runtime: str, batch: int = 1, threads: int | None = None, **options: Any
 ) -> CostModel:
-    """The runtime latency cost model (milliseconds per batch) for `model`.
+    """The runtime latency cost model (milliseconds per batch) for `model`: the one place where the
+    latency model (`reidprune.budget.latency`, per-block cost tables timed on the runtime and cached)
+    plugs into the search. options: `LatencyCostModel.for_model`'s (cache, grid, min_time, chain,
+    calibrate, calib_time, measure)."""
+    from reidprune.budget.latency_cost import LatencyCostModel
 
-    This is the single place where the latency model (`reidprune.budget.latency`, per-block cost
-    tables timed on the runtime) plugs in: wrap its tables in an object with `unit = "ms"`,
-    `predict(sketch)` and `describe()` and return it here. Until then a latency target is refused.
-    """
-    raise CompressionError(
-        f"a latency target on runtime '{runtime}' needs the latency model (reidprune.budget.latency, "
-        "not yet available); give a GMACs target (--target-gmacs, or --runtime gmacs with --target-speedup)"
-    )
+    try:
+        return LatencyCostModel.for_model(model, runtime, batch, threads, **options)
+    except (ValueError, LookupError) as err:
+        raise CompressionError(f"latency model for runtime '{runtime}': {err}") from None

@@ -32,16 +32,26 @@ def _segment(axis: Sequence[float], x: float) -> tuple[int, float]:
     return i, (x - axis[i]) / (axis[i + 1] - axis[i])
 
 
-def interpolate(axes: Sequence[Sequence[float]], values: np.ndarray, point: Sequence[float]) -> float:
-    """Multilinear interpolation of `values` (shape = lengths of `axes`, each increasing) at `point`."""
-    values = np.asarray(values, dtype=float)
-    if values.shape != tuple(len(a) for a in axes) or len(point) != len(axes):
-        raise ValueError(
-            f"grid of shape {values.shape} for axes of lengths {[len(a) for a in axes]}, point {point}"
-        )
+def check_grid(axes: Sequence[Sequence[float]], values: np.ndarray) -> None:
+    """Raise ValueError unless `values` has one entry per grid point and every axis increases."""
+    if np.shape(values) != tuple(len(a) for a in axes):
+        raise ValueError(f"grid of shape {np.shape(values)} for axes of lengths {[len(a) for a in axes]}")
     for axis in axes:
         if any(b <= a for a, b in itertools.pairwise(axis)):
             raise ValueError(f"grid axis {list(axis)} must be strictly increasing")
+
+
+def interpolate(
+    axes: Sequence[Sequence[float]], values: np.ndarray, point: Sequence[float], check: bool = True
+) -> float:
+    """Multilinear interpolation of `values` (shape = lengths of `axes`, each increasing) at `point`.
+
+    check=False skips validating the grid (the caller did, once: the search calls this often)."""
+    if check:
+        values = np.asarray(values, dtype=float)
+        check_grid(axes, values)
+    if len(point) != len(axes):
+        raise ValueError(f"point {list(point)} for a grid of {len(axes)} axes")
     corners = [_segment(a, float(x)) for a, x in zip(axes, point, strict=True)]
     total = 0.0
     for mask in range(1 << len(axes)):

@@ -22,6 +22,22 @@ measured by timing isolated probes (`budget.probes`) on the runtime, net of the 
   embeddings, final norm, pooling, BNNeck / JPM / LA head); a ResNet's conv stem and its pooling
   and head, timed separately.
 
+Two things keep the sum of isolated pieces close to the whole graph:
+
+- chains: a ViT half is timed as `chain` identical copies in a row, each fed the previous one's
+  output as in the real graph, and divided by `chain` (one isolated op on a tiny input stays in
+  cache and hides the cost of reading its weights and activations);
+- calibration: once per (setting, architecture) the dense model of the family is measured whole
+  (`measure_latency`, the exported graph) and the blocks' share of it divided by the predicted
+  blocks' sum; that scale (its measurement cached with the points, `whole|...`) multiplies every block's cost, so
+  the dense model is predicted as measured and a compressed one carries the same correction.
+  AMG reducers (the search's token masks) cost a fixed extra per block (their gathers), timed once
+  per kind on a block of the family's full size keeping half of its tokens.
+
+- load meter: every point is timed in the same interleaved rounds as one fixed workload, and kept
+  as the median per-round ratio times that workload's (cached) time, so that points timed minutes
+  apart on a machine whose load changes stay comparable (`LatencyModel._time`).
+
 Every timed point is cached per (CPU model, runtime and version, threads, batch) in a JSON file
 (`budget.cache`), so a second prediction for any plan of the same model family measures nothing.
 """
@@ -29,9 +45,11 @@ Every timed point is cached per (CPU model, runtime and version, threads, batch)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +60,7 @@ import torch
 from torch import Tensor, nn
 
 from reidprune.budget.cache import LatencyCache, Setting
-from reidprune.budget.grid import interpolate, monotone
+from reidprune.budget.grid import check_grid, interpolate, monotone
 from reidprune.budget.probes import (
     AttentionProbe,
     BlockProbe,
@@ -50,9 +68,11 @@ from reidprune.budget.probes import (
     EmbeddingProbe,
     FeatureMapHead,
     IdentityBlock,
+    LoadMeter,
     MlpProbe,
 )
 from reidprune.budget.runtimes import Runner, setting_for
+from reidprune.measure.timing import interleaved_times
 from reidprune.models.forward import model_input_size
 from reidprune.models.vit import VisionTransformer
 
@@ -69,6 +89,12 @@ class Grid:
     width_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
 
 
+# two points per axis: a quick, rougher table (`--coarse-grid`; the tests and --smoke benchmarks)
+COARSE_GRID = Grid(
+    token_fractions=(0.5, 1.0), kv_fractions=(0.5, 1.0), head_fractions=(0.0, 1.0), width_fractions=(0.5, 1.0)
+)
+
+
 def axis(full: int, fractions: Sequence[float], low: int = 1) -> list[int]:
     """Grid values: ceil(f * full) for every fraction, at least `low`, always `full`, increasing."""
     return sorted({max(low, min(full, math.ceil(f * full - 1e-9))) for f in fractions} | {full})
@@ -76,7 +102,7 @@ def axis(full: int, fractions: Sequence[float], low: int = 1) -> list[int]:
 
 @dataclass
 class BlockCost:
-    """One block's geometry and predicted milliseconds (net of the call overhead)."""
+    """One block's geometry and predicted milliseconds (net of the call overhead, calibrated)."""
 
     index: int
     kind: str  # "dense" | "amg-kv" | "amg-skip" | "topk" | "tome" | "pm" | "bottleneck" | "basic"
@@ -85,11 +111,50 @@ class BlockCost:
     approximate: bool = False  # True when part of the figure is estimated, not measured for this geometry
 
 
+@dataclass(frozen=True)
+class Table:
+    """Measured milliseconds on a rectilinear grid, made monotone; `at(point)` interpolates."""
+
+    axes: tuple[tuple[float, ...], ...]
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        check_grid(self.axes, self.values)
+
+    def at(self, point: Sequence[float]) -> float:
+        return interpolate(self.axes, self.values, point, check=False)
+
+
+AMG_KINDS = ("amg-kv", "amg-skip")
+METER = "load-meter"  # the load meter's name among timed callables and its cached milliseconds
+
+
+@dataclass(frozen=True)
+class VitBlockTables:
+    """What one ViT block's cost is read from: its two halves' tables and the AMG reducers' extra ms."""
+
+    attention: Table
+    mlp: Table
+    reducer_ms: dict[str, float]  # AMG kind -> extra milliseconds of its gathers (uncalibrated)
+
+
+def vit_block_ms(tables: VitBlockTables, geo: dict[str, Any], scale: float) -> float:
+    """Calibrated milliseconds of a ViT block of `geo` (vit_geometry's keys); AMG and dense kinds.
+
+    The one formula both `LatencyModel.predict` and the search's cost model use, so they agree exactly."""
+    raw = tables.attention.at([geo["queries"], geo["keys"] / geo["queries"], geo["heads"]])
+    raw += tables.mlp.at([geo["mlp_tokens"], geo["hidden"]])
+    return scale * (raw + tables.reducer_ms.get(geo["kind"], 0.0))
+
+
 class LatencyModel:
     """Cost tables for one setting (runtime, batch, threads on this machine), measured on demand.
 
     cache: a JSON file or a folder (default ~/.cache/reidprune/latency). measure=False: never time
     anything, raise when a needed table point is missing. min_time: seconds to time each point.
+    chain: copies of a ViT half timed in a row (see the module doc). calibrate: scale block costs
+    by one whole measurement of the family's dense model (calib_time seconds; measure=False and
+    not cached: scale 1). normalise: time every point against a fixed load meter (`_time`).
     """
 
     def __init__(
@@ -102,13 +167,24 @@ class LatencyModel:
         grid: Grid | None = None,
         measure: bool = True,
         min_time: float = 0.3,
+        chain: int = 4,
+        calibrate: bool = True,
+        calib_time: float = 2.0,
+        normalise: bool = True,
     ) -> None:
+        if isinstance(chain, bool) or not isinstance(chain, int) or chain < 1:
+            raise ValueError(f"chain={chain!r}: expected an int >= 1")
         self.setting: Setting = setting_for(runtime, batch, threads)
         self.cache = LatencyCache(self.setting, cache)
         self.grid = grid or Grid()
         self.measure = measure
         self.min_time = min_time
+        self.chain = chain
+        self.calibrate = calibrate
+        self.calib_time = calib_time
+        self.normalise = normalise
         self._runner: Runner | None = None
+        self._meter: Callable[[], Any] | None = None
 
     # -- measuring ---------------------------------------------------------------------------
     def __enter__(self) -> LatencyModel:
@@ -123,25 +199,89 @@ class LatencyModel:
             self.cache.save()
         if self._runner is not None:
             self._runner.__exit__(None, None, None)
-            self._runner = None
+            self._runner, self._meter = None, None
 
-    def point(self, signature: str, probe: Probe, net: bool = True) -> float:
-        """Milliseconds of the probe named `signature` (net of the call overhead when `net`)."""
+    def _missing(self, signature: str) -> LookupError:
+        return LookupError(
+            f"{signature}: not in the latency table {self.cache.path}; predict with measure=True "
+            "(or without --no-measure) once to time it"
+        )
+
+    def point(self, signature: str, probe: Probe, net: bool = True, chain: int = 1) -> float:
+        """Milliseconds of the probe named `signature` (net of the call overhead when `net`);
+        chain > 1: the probe's module is repeated `chain` times in a row and the time divided."""
         value = self.cache.get(signature)
         if value is None:
             if not self.measure:
-                raise LookupError(
-                    f"{signature}: not in the latency table {self.cache.path}; predict with measure=True "
-                    "(or without --no-measure) once to time it"
-                )
-            if self._runner is None:
-                self._runner = Runner(self.setting).__enter__()
+                raise self._missing(signature)
             module, inputs = probe()
-            value = self._runner.time_ms(self._runner.callable(module, inputs), self.min_time)
+            if chain > 1:
+                module = nn.Sequential(module, *(copy.deepcopy(module) for _ in range(chain - 1)))
+            value = self._time(self.runner.callable(module, inputs), self.min_time)
             if net and signature != "call":
                 value = max(0.0, value - self.call_ms())
+            value /= chain
             self.cache.put(signature, value)
         return value
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = Runner(self.setting).__enter__()
+        return self._runner
+
+    def _time(self, fn: Callable[[], Any], min_time: float) -> float:
+        return self._time_many({"fn": fn}, min_time)["fn"]
+
+    def _time_many(self, fns: dict[str, Callable[[], Any]], min_time: float) -> dict[str, float]:
+        """Milliseconds of one call of every callable, all timed in the same interleaved rounds (a
+        whole table under one load). normalise: a fixed load meter (`LoadMeter`) runs in the same
+        rounds and each figure is the median per-round ratio times the meter's cached milliseconds,
+        so that a table timed while other processes slowed the machine by 2x is not 2x too slow;
+        else the plain medians."""
+        run = self.runner
+        if not self.normalise:
+            times = interleaved_times(fns, min_time=min_time, warmup=2, min_rounds=5, device=run.device)
+            return {name: statistics.median(samples) * 1e3 for name, samples in times.items()}
+        if self._meter is None:
+            inputs = (torch.zeros(self.setting.batch, LoadMeter.TOKENS, LoadMeter.DIM),)
+            self._meter = run.callable(LoadMeter(), inputs)
+        meter = self._meter
+        reference = self.cache.get(METER)
+        if reference is None:
+            reference = run.time_ms(meter, max(1.0, 4 * self.min_time))
+            self.cache.put(METER, reference)
+        times = interleaved_times(
+            {**fns, METER: meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device
+        )
+        out = {}
+        for name in fns:
+            ratios = [a / b for a, b in zip(times[name], times[METER], strict=True) if b > 0]
+            out[name] = statistics.median(ratios) * reference
+        return out
+
+    def _fill(
+        self, shape: tuple[int, ...], entries: list[tuple[tuple[int, ...], str, Probe]], chain: int
+    ) -> np.ndarray:
+        """A table of the given shape from (index, signature, probe) entries; the points not cached
+        are timed together in the same interleaved rounds (one table, one load), net of the call."""
+        missing = {sig: probe for _, sig, probe in entries if sig not in self.cache}
+        if missing:
+            if not self.measure:
+                raise self._missing(next(iter(missing)))
+            call = self.call_ms()
+            fns = {}
+            for sig, probe in missing.items():
+                module, inputs = probe()
+                if chain > 1:
+                    module = nn.Sequential(module, *(copy.deepcopy(module) for _ in range(chain - 1)))
+                fns[sig] = self.runner.callable(module, inputs)
+            for sig, value in self._time_many(fns, self.min_time * len(fns)).items():
+                self.cache.put(sig, max(0.0, value - call) / chain)
+        values = np.zeros(shape)
+        for index, sig, _ in entries:
+            values[index] = self.cache.points[sig]
+        return values
 
     def call_ms(self) -> float:
         """What one runtime call costs with (almost) nothing to compute."""
@@ -150,103 +290,163 @@ class LatencyModel:
     def _tokens(self, dim: int, n: int) -> tuple[Tensor]:
         return (torch.randn(self.setting.batch, n, dim),)
 
+    def _chained(self, signature: str) -> str:
+        return f"{signature}|chain={self.chain}" if self.chain > 1 else signature
+
     # -- ViT tables --------------------------------------------------------------------------
-    def attention_ms(
-        self, dim: int, head_dim: int, bias: bool, full: tuple[int, int], geo: tuple[int, int, int]
-    ) -> float:
-        """Attention half with (queries, keys, heads) = geo, in a model of (tokens, heads) = full."""
+    def attention_table(self, dim: int, head_dim: int, bias: bool, full: tuple[int, int]) -> Table:
+        """Attention half over (queries, keys / queries, heads) in a model of (tokens, heads) = full."""
         tokens_axis = axis(full[0], self.grid.token_fractions, 2)
         heads_axis = axis(full[1], self.grid.head_fractions)
         kv_axis = sorted(set(self.grid.kv_fractions) | {1.0})
-        values = np.zeros((len(tokens_axis), len(kv_axis), len(heads_axis)))
+        entries = []
         for i, q in enumerate(tokens_axis):
             for j, f in enumerate(kv_axis):
                 kv = max(1, math.ceil(f * q - 1e-9))
                 for k, h in enumerate(heads_axis):
                     sig = f"attn|dim={dim}|head_dim={head_dim}|bias={int(bias)}|heads={h}|q={q}|kv={kv}"
-                    values[i, j, k] = self.point(
-                        sig,
-                        lambda q=q, kv=kv, h=h: (
-                            AttentionProbe(dim, h, head_dim, bias, q, kv),
-                            self._tokens(dim, q),
-                        ),
+                    probe = lambda q=q, kv=kv, h=h: (  # noqa: E731
+                        AttentionProbe(dim, h, head_dim, bias, q, kv),
+                        self._tokens(dim, q),
                     )
+                    entries.append(((i, j, k), self._chained(sig), probe))
+        values = self._fill((len(tokens_axis), len(kv_axis), len(heads_axis)), entries, self.chain)
+        return Table((tuple(tokens_axis), tuple(kv_axis), tuple(heads_axis)), monotone(values))
+
+    def attention_ms(
+        self, dim: int, head_dim: int, bias: bool, full: tuple[int, int], geo: tuple[int, int, int]
+    ) -> float:
+        """Attention half with (queries, keys, heads) = geo, in a model of (tokens, heads) = full."""
         queries, keys, heads = geo
-        return interpolate(
-            [tokens_axis, kv_axis, heads_axis], monotone(values), [queries, keys / queries, heads]
-        )
+        return self.attention_table(dim, head_dim, bias, full).at([queries, keys / queries, heads])
+
+    def mlp_table(self, dim: int, full: tuple[int, int]) -> Table:
+        """MLP half over (tokens, hidden width) in a model of (tokens, hidden) = full."""
+        tokens_axis = axis(full[0], self.grid.token_fractions, 2)
+        width_axis = axis(full[1], self.grid.width_fractions)
+        entries = [
+            (
+                (i, j),
+                self._chained(f"mlp|dim={dim}|hidden={w}|n={n}"),
+                lambda n=n, w=w: (MlpProbe(dim, w), self._tokens(dim, n)),
+            )
+            for i, n in enumerate(tokens_axis)
+            for j, w in enumerate(width_axis)
+        ]
+        values = self._fill((len(tokens_axis), len(width_axis)), entries, self.chain)
+        return Table((tuple(tokens_axis), tuple(width_axis)), monotone(values))
 
     def mlp_ms(self, dim: int, full: tuple[int, int], geo: tuple[int, int]) -> float:
         """MLP half with (tokens, hidden) = geo, in a model of (tokens, hidden) = full."""
-        tokens_axis = axis(full[0], self.grid.token_fractions, 2)
-        width_axis = axis(full[1], self.grid.width_fractions)
-        values = np.zeros((len(tokens_axis), len(width_axis)))
-        for i, n in enumerate(tokens_axis):
-            for j, w in enumerate(width_axis):
-                values[i, j] = self.point(
-                    f"mlp|dim={dim}|hidden={w}|n={n}",
-                    lambda n=n, w=w: (MlpProbe(dim, w), self._tokens(dim, n)),
-                )
-        return interpolate([tokens_axis, width_axis], monotone(values), list(geo))
+        return self.mlp_table(dim, full).at(list(geo))
 
-    def predict_vit(self, model: nn.Module) -> dict[str, Any]:
+    def vit_tables(self, model: nn.Module, kinds: Sequence[str] = ()) -> dict[str, Any]:
+        """The tables every block of `model`'s family is priced from (see `vit_block_ms`):
+        {"blocks": [VitBlockTables], "fixed_ms", "full": (tokens, heads, hidden)}; `kinds`: AMG
+        kinds whose reducer extra is timed too (those of the model's own blocks always are)."""
         backbone = vit_backbone(model)
         geometry = vit_geometry(model)
-        full_tokens = backbone.num_tokens
-        full_heads = max(
-            backbone.embed_dim // backbone.blocks[0].attn.head_dim, *(g["heads"] for g in geometry)
+        dim = backbone.embed_dim
+        head_dim = backbone.blocks[0].attn.head_dim
+        bias = backbone.blocks[0].attn.qkv.bias is not None
+        full = (
+            backbone.num_tokens,
+            max(dim // head_dim, *(g["heads"] for g in geometry)),
+            max(4 * dim, *(g["hidden"] for g in geometry)),
         )
-        full_hidden = max(4 * backbone.embed_dim, *(g["hidden"] for g in geometry))
-        blocks = []
-        for i, (block, geo) in enumerate(zip(backbone.blocks, geometry, strict=True)):
-            attn = block.attn
-            dim = backbone.embed_dim
-            ms = self.attention_ms(
-                dim, attn.head_dim, attn.qkv.bias is not None, (full_tokens, full_heads),
-                (geo["queries"], geo["keys"], geo["heads"]),
-            )  # fmt: skip
-            ms += self.mlp_ms(dim, (full_tokens, full_hidden), (geo["mlp_tokens"], geo["hidden"]))
-            cost = BlockCost(i, geo.pop("kind"), ms, geo)
-            if cost.kind != "dense":
-                self._add_reducer(cost, block, dim)
-            blocks.append(cost)
+        attention = self.attention_table(dim, head_dim, bias, full[:2])
+        mlp = self.mlp_table(dim, (full[0], full[2]))
+        wanted = sorted({*kinds, *(g["kind"] for g in geometry if g["kind"] in AMG_KINDS)})
+        reducers = {kind: self._amg_extra(kind, backbone, full, attention, mlp) for kind in wanted}
+        tables = VitBlockTables(attention, mlp, reducers)
         fixed = self.point(
             f"vit-fixed|{_arch_key(model, ('num_heads', 'mlp_hidden', 'tokens'))}",
             lambda: _vit_fixed(model, self.setting.batch),
         )
-        return self._total(model, fixed, blocks, {"fixed_ms": fixed})
+        return {"blocks": [tables] * len(geometry), "fixed_ms": fixed, "full": full}
+
+    def _amg_extra(
+        self, kind: str, backbone: VisionTransformer, full: tuple[int, int, int], attention: Table, mlp: Table
+    ) -> float:
+        """Extra ms of an AMG reducer's gathers: a full-size block keeping half of its tokens, timed
+        whole, minus its two halves from the tables (the same for every block of the family)."""
+        n, heads, hidden = full
+        kept = max(2, math.ceil(n / 2))
+        block = backbone.blocks[0]
+        sig = (
+            f"reducer|{kind}|dim={backbone.embed_dim}|head_dim={block.attn.head_dim}|"
+            f"bias={int(block.attn.qkv.bias is not None)}|heads={heads}|hidden={hidden}|n={n}|kept={kept}"
+        )
+        whole = self.point(
+            self._chained(sig),
+            lambda: (_amg_block(kind, backbone, heads, hidden, kept), self._tokens(backbone.embed_dim, n)),
+            chain=self.chain,
+        )
+        queries = n if kind == "amg-kv" else kept
+        halves = attention.at([queries, kept / queries, heads]) + mlp.at([queries, hidden])
+        return max(0.0, whole - halves)
+
+    def predict_vit(self, model: nn.Module) -> dict[str, Any]:
+        backbone = vit_backbone(model)
+        tables = self.vit_tables(model)
+        scale, calibration = self.scale(model)
+        blocks = []
+        for i, (block, table, geo) in enumerate(
+            zip(backbone.blocks, tables["blocks"], vit_geometry(model), strict=True)
+        ):
+            kind = geo.pop("kind")
+            if kind == "dense" or kind in AMG_KINDS:
+                cost = BlockCost(i, kind, vit_block_ms(table, {**geo, "kind": kind}, scale), geo)
+            else:  # priced at the dense block of the same tokens in, then scaled by the reducer's fraction
+                dense = {**geo, "kind": "dense", "queries": geo["tokens_in"], "keys": geo["tokens_in"]}
+                cost = BlockCost(
+                    i, kind, vit_block_ms(table, {**dense, "mlp_tokens": geo["tokens_in"]}, 1.0), geo
+                )
+                self._add_reducer(cost, block, backbone.embed_dim)
+                cost.ms *= scale
+            blocks.append(cost)
+        fixed = tables["fixed_ms"]
+        return self._total(fixed, blocks, {"fixed_ms": fixed, "calibration": calibration})
 
     def _add_reducer(self, cost: BlockCost, block: nn.Module, dim: int) -> None:
-        """Add what the reducer costs beyond the two halves: measured for this exact geometry when
-        allowed, else the fraction measured for the nearest block of the same kind."""
+        """Top-k / ToMe / PM: the block's two halves times the fraction its reducer costs over the same
+        block without it, both timed once as they are (a reducer that drops tokens cannot be chained);
+        measured for this exact geometry when allowed, else the fraction of the nearest block of the
+        same kind."""
         geo = cost.geometry
         sig = f"reducer|{cost.kind}|dim={dim}|head_dim={block.attn.head_dim}|" + "|".join(
             f"{k}={v}" for k, v in sorted(geo.items())
         )
+        key = f"overhead|{cost.kind}|dim={dim}|n="
         if sig in self.cache or self.measure:
             measured = self.point(
                 sig, lambda: (BlockProbe(copy.deepcopy(block)), self._tokens(dim, geo["tokens_in"]))
             )
-            self.cache.points[f"overhead|{cost.kind}|dim={dim}|n={geo['tokens_in']}"] = measured / max(
-                cost.ms, 1e-9
+            dense = self.point(
+                f"block|dim={dim}|head_dim={block.attn.head_dim}|heads={geo['heads']}|hidden={geo['hidden']}"
+                f"|n={geo['tokens_in']}",
+                lambda: (BlockProbe(_without_reducer(block)), self._tokens(dim, geo["tokens_in"])),
             )
-            cost.ms = measured
+            fraction = measured / max(dense, 1e-9)
+            self.cache.points[f"{key}{geo['tokens_in']}"] = fraction
+            cost.ms *= fraction
             return
-        prefix = f"overhead|{cost.kind}|dim={dim}|n="
-        known = {int(k[len(prefix) :]): v for k, v in self.cache.points.items() if k.startswith(prefix)}
+        known = {int(k[len(key) :]): v for k, v in self.cache.points.items() if k.startswith(key)}
         if known:
             nearest = min(known, key=lambda n: abs(n - geo["tokens_in"]))
             cost.ms *= known[nearest]
         cost.approximate = True
 
     # -- ResNet tables -----------------------------------------------------------------------
-    def predict_resnet(self, model: nn.Module) -> dict[str, Any]:
-        from reidprune.models.resnet import resolved_branch_channels, resolved_mid_widths
+    def resnet_tables(self, model: nn.Module) -> dict[str, Any]:
+        """Per residual block a table over its internal widths, plus the stem and head:
+        {"blocks": [Table], "geometry": [dict], "stem_ms", "head_ms"}."""
+        from reidprune.models.resnet import resolved_mid_widths
 
         arch = model.arch
         shapes = _block_inputs(model)
-        mids_all, branches = resolved_mid_widths(arch), resolved_branch_channels(arch)
-        blocks = []
+        mids_all = resolved_mid_widths(arch)
+        tables, geometry = [], []
         stage_of = [s for s, n in enumerate(arch.layers) for _ in range(n)]
         for i, (name, block) in enumerate(model.blocks):
             c_in, height, width = shapes[name]
@@ -255,21 +455,30 @@ class LatencyModel:
             kind = type(block).__name__.lower()
             key = f"{kind}|in={c_in}|size={height}x{width}|planes={planes}|stride={stride}"
             axes = [axis(planes, self.grid.width_fractions) for _ in mids_all[i]]
-            values = np.zeros([len(a) for a in axes])
-            for index in np.ndindex(*values.shape):
+            shape = tuple(len(a) for a in axes)
+            entries = []
+            for index in np.ndindex(*shape):
                 mids = [axes[d][j] for d, j in enumerate(index)]
-                values[index] = self.point(
+                entries.append((
+                    index,
                     f"{key}|mids={','.join(map(str, mids))}",
                     lambda b=type(block), mids=mids, c_in=c_in, planes=planes, stride=stride, h=height, w=width: (
                         b(c_in, planes, mids, stride, None),
                         (torch.randn(self.setting.batch, c_in, h, w),),
                     ),
-                )
-            geo = {"in": c_in, "height": height, "width": width, "planes": planes, "stride": stride}
-            geo |= {f"mid{j + 1}": m for j, m in enumerate(mids_all[i])}
-            ms = interpolate(axes, monotone(values), mids_all[i])
-            # a BAFD branch writing fewer channels is priced as if it wrote all: an upper bound
-            blocks.append(BlockCost(i, kind, ms, geo, approximate=branches[i] is not None))
+                ))  # fmt: skip
+            values = self._fill(shape, entries, 1)
+            tables.append(Table(tuple(tuple(a) for a in axes), monotone(values)))
+            geometry.append(
+                {
+                    "kind": kind,
+                    "in": c_in,
+                    "height": height,
+                    "width": width,
+                    "planes": planes,
+                    "stride": stride,
+                }
+            )
         c_last, h_last, w_last = shapes["avgpool"]
         stem = self.point(
             f"resnet-stem|width={arch.stem_width}|img={'x'.join(map(str, model_input_size(model)))}",
@@ -279,9 +488,68 @@ class LatencyModel:
             f"resnet-head|{_arch_key(model, ('mid_widths', 'branch_channels', 'stem_width', 'layers'))}|map={c_last}x{h_last}x{w_last}",
             lambda: (FeatureMapHead(copy.deepcopy(model)), (torch.randn(self.setting.batch, c_last, h_last, w_last),)),
         )  # fmt: skip
-        return self._total(
-            model, stem + head, blocks, {"fixed_ms": stem + head, "stem_ms": stem, "head_ms": head}
-        )
+        return {"blocks": tables, "geometry": geometry, "stem_ms": stem, "head_ms": head}
+
+    def predict_resnet(self, model: nn.Module) -> dict[str, Any]:
+        from reidprune.models.resnet import resolved_branch_channels, resolved_mid_widths
+
+        tables = self.resnet_tables(model)
+        scale, calibration = self.scale(model)
+        mids_all, branches = resolved_mid_widths(model.arch), resolved_branch_channels(model.arch)
+        blocks = []
+        for i, (table, geo) in enumerate(zip(tables["blocks"], tables["geometry"], strict=True)):
+            geo = dict(geo)
+            kind = geo.pop("kind")
+            geo |= {f"mid{j + 1}": m for j, m in enumerate(mids_all[i])}
+            ms = scale * table.at(mids_all[i])
+            # a BAFD branch writing fewer channels is priced as if it wrote all: an upper bound
+            blocks.append(BlockCost(i, kind, ms, geo, approximate=branches[i] is not None))
+        stem, head = tables["stem_ms"], tables["head_ms"]
+        extra = {"fixed_ms": stem + head, "stem_ms": stem, "head_ms": head, "calibration": calibration}
+        return self._total(stem + head, blocks, extra)
+
+    # -- calibration -------------------------------------------------------------------------
+    def scale(self, model: nn.Module) -> tuple[float, dict[str, Any] | None]:
+        """(scale of block costs, what it came from) for `model`'s family: the dense reference
+        model measured whole, its blocks' share divided by their predicted sum (module doc)."""
+        if not self.calibrate:
+            return 1.0, None
+        reference = dense_reference(model)
+        family = "vit" if vit_backbone(model, required=False) is not None else "resnet"
+        drop = ("num_heads", "mlp_hidden", "tokens") if family == "vit" else ("mid_widths", "branch_channels")
+        measured_sig = f"whole|{family}|{_arch_key(reference, drop)}"
+        if family == "vit":
+            tables = self.vit_tables(reference)
+            geos = vit_geometry(reference)
+            blocks = sum(vit_block_ms(t, g, 1.0) for t, g in zip(tables["blocks"], geos, strict=True))
+            fixed = tables["fixed_ms"]
+        else:
+            from reidprune.models.resnet import resolved_mid_widths
+
+            tables = self.resnet_tables(reference)
+            mids = resolved_mid_widths(reference.arch)
+            blocks = sum(t.at(m) for t, m in zip(tables["blocks"], mids, strict=True))
+            fixed = tables["stem_ms"] + tables["head_ms"]
+        if measured_sig not in self.cache:
+            if not self.measure:
+                return 1.0, {"scale": 1.0, "calibrated": False}
+            self.cache.put(measured_sig, self._time(self._whole_call(reference), self.calib_time))
+        whole = self.cache.points[measured_sig]
+        # clamped: a whole graph 10x off its pieces means a broken table, not a correction
+        value = min(max((whole - self.call_ms() - fixed) / max(blocks, 1e-9), 0.1), 10.0)
+        return value, {
+            "scale": value,
+            "calibrated": True,
+            "reference_measured_ms": whole,
+            "reference_blocks_ms": blocks,
+        }
+
+    def _whole_call(self, model: nn.Module) -> Callable[[], Any]:
+        """The whole model as deployed on the runtime (the exported graph on ONNX Runtime)."""
+        inputs = (_images(model, self.setting.batch), torch.zeros(self.setting.batch, dtype=torch.long))
+        if self.setting.runtime == "onnxruntime":
+            return _exported_call(model, inputs, self.setting, self.runner)
+        return self.runner.callable(EmbeddingProbe(model), inputs)
 
     # -- whole model -------------------------------------------------------------------------
     def predict(self, model: nn.Module) -> dict[str, Any]:
@@ -289,16 +557,14 @@ class LatencyModel:
         model = model.eval()
         if vit_backbone(model, required=False) is not None:
             return self.predict_vit(model)
-        if type(model).__name__ == "ResNet" and hasattr(model, "blocks"):
+        if _is_resnet(model):
             return self.predict_resnet(model)
         raise TypeError(
             f"{type(model).__name__}: the latency model knows reidprune ViTs and ResNets; measure other "
             "models with measure_latency"
         )
 
-    def _total(
-        self, model: nn.Module, fixed: float, blocks: list[BlockCost], extra: dict[str, float]
-    ) -> dict[str, Any]:
+    def _total(self, fixed: float, blocks: list[BlockCost], extra: dict[str, Any]) -> dict[str, Any]:
         call = self.call_ms()
         return {
             "predicted_ms": call + fixed + sum(b.ms for b in blocks),
@@ -314,6 +580,60 @@ class LatencyModel:
 
 
 # -- reading a model ---------------------------------------------------------------------------
+def _is_resnet(model: nn.Module) -> bool:
+    return type(model).__name__ == "ResNet" and hasattr(model, "blocks")
+
+
+def dense_reference(model: nn.Module) -> nn.Module:
+    """The family's dense model: `model`'s architecture with every head, MLP width, token and
+    filter it may have lost restored (random weights: latency does not depend on their values)."""
+    from reidprune.models.registry import build
+
+    arch = model.arch
+    if vit_backbone(model, required=False) is not None:
+        backbone = vit_backbone(model)
+        head_dim = backbone.blocks[0].attn.head_dim
+        depth = len(backbone.blocks)
+        heads = max(backbone.embed_dim // head_dim, *arch.num_heads)
+        hidden = max(4 * backbone.embed_dim, *arch.mlp_hidden)
+        changes: dict[str, Any] = {
+            "num_heads": [heads] * depth,
+            "mlp_hidden": [hidden] * depth,
+            "tokens": None,
+        }
+    elif _is_resnet(model):
+        changes = {"mid_widths": [], "branch_channels": []}
+    else:
+        raise TypeError(f"{type(model).__name__}: no dense reference for this model family")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build(dataclasses.replace(arch, **changes)).eval()
+
+
+def _without_reducer(block: nn.Module) -> nn.Module:
+    dense = copy.deepcopy(block)
+    dense.reducer = None
+    return dense
+
+
+def _amg_block(kind: str, backbone: VisionTransformer, heads: int, hidden: int, kept: int) -> nn.Module:
+    """A full-size block of `backbone`'s family with an AMG reducer keeping `kept` spread-out tokens."""
+    from reidprune.compress.tokens import attach_reducers
+    from reidprune.models import create
+
+    n = backbone.num_tokens
+    block = backbone.blocks[0]
+    one = create(
+        "vit_tiny_reid", img_size=[n - 1, 1], patch_size=1, depth=1, embed_dim=backbone.embed_dim,
+        num_heads=[heads], head_dim=block.attn.head_dim, mlp_hidden=[hidden], num_classes=0,
+        qkv_bias=block.attn.qkv.bias is not None,
+    )  # fmt: skip
+    positions = [0, *np.unique(np.linspace(1, n - 1, kept - 1).round().astype(int)).tolist()]
+    mode = "kv" if kind == "amg-kv" else "skip"
+    attach_reducers(one, {"method": "amg", "mode": mode, "num_tokens": n, "kept": [positions]})
+    return BlockProbe(vit_backbone(one).blocks[0])
+
+
 def vit_backbone(model: nn.Module, required: bool = True) -> VisionTransformer | None:
     """The model's VisionTransformer backbone (`model.backbone`, or the model itself)."""
     for candidate in (model, getattr(model, "backbone", None)):
@@ -429,12 +749,17 @@ def predict_latency(
     measure: bool = True,
     min_time: float = 0.3,
     grid: Grid | None = None,
+    chain: int = 4,
+    calibrate: bool = True,
+    calib_time: float = 2.0,
 ) -> dict[str, Any]:
     """Predicted latency (ms) of one forward of `model` at `batch` on `runtime` ("onnxruntime",
-    "torch", "cuda"); points missing from the cached tables are timed first (measure=False: raise)."""
+    "torch", "cuda"); points missing from the cached tables are timed first (measure=False: raise;
+    an uncached calibration is then skipped, scale 1). chain / calibrate / calib_time: `LatencyModel`."""
     with LatencyModel(
-        runtime, batch, threads, cache=cache, grid=grid, measure=measure, min_time=min_time
-    ) as lm:
+        runtime, batch, threads, cache=cache, grid=grid, measure=measure, min_time=min_time,
+        chain=chain, calibrate=calibrate, calib_time=calib_time,
+    ) as lm:  # fmt: skip
         return lm.predict(model)
 
 
@@ -448,29 +773,58 @@ def measure_latency(
 ) -> dict[str, Any]:
     """Measured latency of the whole model exported to `runtime` (the graph `export_onnx` writes for
     ONNX Runtime; the deploy form for PyTorch), the median of timed calls (`measure.timing`)."""
+    measured = measure_side_by_side({"model": model}, runtime, batch, threads, min_time=min_time)
+    return {**measured["model"], "setting": measured["setting"]}
+
+
+def measure_side_by_side(
+    models: dict[str, nn.Module],
+    runtime: str = "onnxruntime",
+    batch: int = 1,
+    threads: int | None = None,
+    *,
+    min_time: float = 2.0,
+    graphs: dict[str, str | Path] | None = None,
+) -> dict[str, Any]:
+    """{name: {median_ms, p90_ms, rounds}, "setting": ...} of several whole models on `runtime`,
+    timed in the same interleaved rounds (`measure.timing.interleaved_times`), so that their ratios
+    hold on a busy machine. graphs: where to write a model's ONNX graph (ONNX Runtime; default a
+    temporary folder), checked against PyTorch when given."""
     from reidprune.measure.timing import interleaved_times, summarize_ms
 
     setting = setting_for(runtime, batch, threads)
-    model = model.eval()
+    graphs = dict(graphs or {})
+    fns = {}
     with Runner(setting) as run:
-        inputs = (_images(model, batch), torch.zeros(batch, dtype=torch.long))
-        if runtime == "onnxruntime":
-            fn = _exported_call(model, inputs, setting, run)
-        else:
-            fn = run.callable(EmbeddingProbe(model), inputs)
-        times = interleaved_times({"model": fn}, min_time=min_time, warmup=3, min_rounds=5, device=run.device)
-    return {**summarize_ms(times["model"]), "rounds": len(times["model"]), "setting": asdict(setting)}
+        for name, model in models.items():
+            model = model.eval()
+            inputs = (_images(model, batch), torch.zeros(batch, dtype=torch.long))
+            if runtime == "onnxruntime":
+                fns[name] = _exported_call(model, inputs, setting, run, graphs.get(name))
+            else:
+                fns[name] = run.callable(EmbeddingProbe(model), inputs)
+        times = interleaved_times(fns, min_time=min_time, warmup=3, min_rounds=5, device=run.device)
+    out: dict[str, Any] = {
+        name: {**summarize_ms(samples), "rounds": len(samples)} for name, samples in times.items()
+    }
+    return {**out, "setting": asdict(setting)}
 
 
 def _exported_call(
-    model: nn.Module, inputs: tuple[Tensor, Tensor], setting: Setting, run: Runner
+    model: nn.Module,
+    inputs: tuple[Tensor, Tensor],
+    setting: Setting,
+    run: Runner,
+    path: str | Path | None = None,
 ) -> Callable[[], Any]:
-    """An ONNX Runtime session on the graph `export_onnx` writes, called on fixed inputs."""
+    """An ONNX Runtime session on the graph `export_onnx` writes (to `path`, checked, when given),
+    called on fixed inputs."""
     from reidprune.export.onnx import export_onnx
     from reidprune.export.runtime import create_session
     from reidprune.export.wrapper import CAMIDS, IMAGES
 
-    report = export_onnx(model, run.folder / "model.onnx", check=False)
+    target = Path(path) if path is not None else run.folder / f"model{len(list(run.folder.iterdir()))}.onnx"
+    report = export_onnx(model, target, check=path is not None)
     session = create_session(report.path, threads=setting.threads, spinning=False)
     given = {IMAGES: inputs[0].numpy(), CAMIDS: inputs[1].numpy()}
     feeds = {item.name: given[item.name] for item in session.get_inputs()}

@@ -8,6 +8,7 @@
 - `MlpProbe`: the MLP half (norm2, fc1, GELU, fc2, residual) on `tokens` tokens of width `hidden`.
 - `BlockProbe`: a model's own block with its token reducer, fed a fresh `TokenState`.
 - `EmbeddingProbe`: a whole model (or a copy with its blocks removed) returning the embedding.
+- `LoadMeter`: a fixed workload timed next to every probe, so that the machine's load divides out.
 """
 
 from __future__ import annotations
@@ -106,3 +107,19 @@ class FeatureMapHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return embedding_of(self.model(x))
+
+
+class LoadMeter(nn.Module):
+    """A fixed workload (two MLP halves on TOKENS x DIM per image, fixed weights) that every probe is
+    timed next to: how much slower it runs than its cached time is how busy the machine is now."""
+
+    TOKENS, DIM = 64, 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.layers = nn.Sequential(MlpProbe(self.DIM, 4 * self.DIM), MlpProbe(self.DIM, 4 * self.DIM))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,6 +12,8 @@ from reidprune.cli.common import console, ensure_writable, print_table, user_err
 
 PLAN_JSON = "plan.json"
 MODEL_DIR = "model"
+ONNX_FILE = "model.onnx"
+VERIFY_JSON = "verify.json"
 
 
 def compress_command(
@@ -36,7 +39,9 @@ def compress_command(
     ),
     batch: int = typer.Option(1, "--batch", help="deployment batch size of latency targets"),
     threads: int | None = typer.Option(None, "--threads", help="deployment CPU threads of latency targets"),
-    out: Path = typer.Option(..., "--out", "-o", help="output folder: plan.json and model/"),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="output folder: plan.json, model/, model.onnx and verify.json"
+    ),
     epochs: int = typer.Option(
         0, "--epochs", help="distillation fine-tuning epochs from the original (0 = none)"
     ),
@@ -47,11 +52,34 @@ def compress_command(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="replace a plan.json / model/ already in --out"
     ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="export the result and measure it against the original"
+    ),
+    tolerance: float = typer.Option(
+        0.07, "--tolerance", help="relative shortfall from the target that counts as missing it"
+    ),
+    replan: bool = typer.Option(
+        False, "--replan", help="when the measured result misses the target, re-plan once with the correction"
+    ),
+    verify_time: float = typer.Option(
+        2.0, "--verify-time", help="seconds of interleaved timing of original and result"
+    ),
+    latency_cache: Path | None = typer.Option(
+        None,
+        "--latency-cache",
+        help="latency tables: a JSON file or a folder (default ~/.cache/reidprune/latency)",
+    ),
+    point_time: float = typer.Option(0.3, "--point-time", help="seconds timing each latency table point"),
+    coarse_grid: bool = typer.Option(
+        False, "--coarse-grid", help="latency tables on 2 points per axis: quick, rougher"
+    ),
 ) -> None:
     """Compress a model to a budget: search per-block tokens and heads (ViT) or filter widths (ResNet)
     jointly, write the plan and the compressed model, optionally fine-tune it with distillation."""
     from reidprune import models
     from reidprune.budget.api import resolve_target, to_budget
+    from reidprune.budget.latency import COARSE_GRID
+    from reidprune.budget.verify import summary_line, verify_budget
     from reidprune.cli.eval import _data_config
     from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.config import ConfigError, load_config
@@ -67,10 +95,14 @@ def compress_command(
     resolve_target(target_speedup, target_latency_ms, target_gmacs)  # refused before any work
     if epochs < 0:
         raise ConfigError(f"--epochs {epochs}: expected >= 0")
+    if not 0 <= tolerance < 1:
+        raise ConfigError(f"--tolerance {tolerance}: expected a fraction in [0, 1), e.g. 0.07")
+    if point_time <= 0 or verify_time <= 0:
+        raise ConfigError("--point-time and --verify-time: expected positive seconds")
     ensure_writable(out, directory=True, option="--out")
-    if not overwrite and ((out / PLAN_JSON).exists() or (out / MODEL_DIR).exists()):
+    if not overwrite and any((out / name).exists() for name in (PLAN_JSON, MODEL_DIR, ONNX_FILE)):
         raise ConfigError(
-            f"--out {out} already holds a plan.json or model/; pass --overwrite to replace them"
+            f"--out {out} already holds a plan.json, model/ or model.onnx; pass --overwrite to replace them"
         )
     if not is_saved_model(model):
         raise ConfigError(f"{model}: not a reidprune model directory (no model.json)")
@@ -87,48 +119,80 @@ def compress_command(
     original = models.load(resolve_model_dir(model), map_location=torch_device)
     use_model_input_size(cfg.data, original)
     loaders = build_loaders(cfg.data, splits, seed=seed)
-    small, plan = to_budget(
-        original,
-        loaders.train,
-        target_speedup=target_speedup,
-        target_latency_ms=target_latency_ms,
-        target_gmacs=target_gmacs,
-        runtime=runtime,
-        batch=batch,
-        threads=threads,
-        calib_batches=calib_batches,
-        token_mode=token_mode,
-        seed=seed,
-        device=torch_device,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    if epochs:
-        from reidprune.jobs.schedule import finetune
+    latency = {"cache": latency_cache, "min_time": point_time, "grid": COARSE_GRID if coarse_grid else None}
 
-        searched = small.compression_plan
-        teacher = copy.deepcopy(original).eval()
-        small, record = finetune(
-            small, epochs, cfg, loaders, out / "finetune", teacher, torch_device, select_best=True
+    def attempt(correction: float) -> tuple[Any, dict[str, Any]]:
+        """Search (aiming at target / correction), then fine-tune when asked."""
+        small, plan = to_budget(
+            original,
+            loaders.train,
+            target_speedup=target_speedup,
+            target_latency_ms=target_latency_ms,
+            target_gmacs=target_gmacs,
+            runtime=runtime,
+            batch=batch,
+            threads=threads,
+            latency=latency,
+            correction=correction,
+            calib_batches=calib_batches,
+            token_mode=token_mode,
+            seed=seed,
+            device=torch_device,
         )
-        small.compression_plan = searched
-        plan["finetune"] = {**record, "distill": cfg.train.distill}
+        out.mkdir(parents=True, exist_ok=True)
+        if epochs:
+            from reidprune.jobs.schedule import finetune
+
+            searched = small.compression_plan
+            teacher = copy.deepcopy(original).eval()
+            small, record = finetune(
+                small, epochs, cfg, loaders, out / "finetune", teacher, torch_device, select_best=True
+            )
+            small.compression_plan = searched
+            plan["finetune"] = {**record, "distill": cfg.train.distill}
+        return small.eval(), plan
+
+    small, plan = attempt(1.0)
+    report = None
+    if verify:
+        report = verify_budget(
+            original.cpu(),
+            small.cpu(),
+            plan,
+            onnx_path=out / ONNX_FILE,
+            min_time=verify_time,
+            tolerance=tolerance,
+        )
+        console.print(summary_line(report))
+        if report["missed"] and replan:
+            console.print(f"re-planning once with the measured correction x{report['correction']:.3f}")
+            first = report
+            small, plan = attempt(report["correction"])
+            report = verify_budget(
+                original.cpu(), small.cpu(), plan, onnx_path=out / ONNX_FILE, min_time=verify_time,
+                tolerance=tolerance,
+            )  # fmt: skip
+            report["first_attempt"] = first
+            console.print(summary_line(report))
+        plan["verify"] = report
+        write_json(out / VERIFY_JSON, report)
     plan["measured_gmacs"] = float(count_gmacs(small)["gmacs"])
     plan["original_gmacs"] = float(count_gmacs(original)["gmacs"])
-    save(small.eval(), out / MODEL_DIR, metadata={"method": "budget-search", "target": plan["target"]})
+    save(small, out / MODEL_DIR, metadata={"method": "budget-search", "target": plan["target"]})
     write_json(out / PLAN_JSON, plan)
     unit = plan["target"]["unit"]
-    print_table(
-        f"{model}: budget {plan['target']['kind']} {plan['target']['value']:g} ({unit})",
-        [
-            {"model": "original", f"predicted {unit}": plan["dense_cost"], "GMACs": plan["original_gmacs"]},
-            {
-                "model": "compressed",
-                f"predicted {unit}": plan["predicted_cost"],
-                "GMACs": plan["measured_gmacs"],
-            },
-        ],
-    )
-    console.print(f"plan in {out / PLAN_JSON}, compressed model in {out / MODEL_DIR}")
+    rows = [
+        {"model": "original", f"predicted {unit}": plan["dense_cost"], "GMACs": plan["original_gmacs"]},
+        {"model": "compressed", f"predicted {unit}": plan["predicted_cost"], "GMACs": plan["measured_gmacs"]},
+    ]
+    if report is not None:
+        for row, name in zip(rows, ("original", "compressed"), strict=True):
+            row[f"measured {report['measured']['unit']}"] = report["measured"][name]
+    print_table(f"{model}: budget {plan['target']['kind']} {plan['target']['value']:g} ({unit})", rows)
+    where = f"plan in {out / PLAN_JSON}, compressed model in {out / MODEL_DIR}"
+    console.print(where + (f", ONNX graph {out / ONNX_FILE}" if report is not None else ""))
+    if report is not None and report["missed"]:
+        console.print(f"[bold red]{summary_line(report)}[/bold red]")
 
 
 def register(app: typer.Typer) -> None:

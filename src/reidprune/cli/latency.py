@@ -1,5 +1,6 @@
 """`reidprune latency MODEL_DIR [--runtime onnxruntime] [--batch 1] [--threads N] [--cache PATH]
-[--no-measure] [--no-check] [--json PATH]`: predicted vs measured latency on the deployment runtime."""
+[--no-measure] [--no-check] [--point-time S] [--coarse-grid] [--json PATH]`: predicted vs measured
+latency on the deployment runtime."""
 
 from __future__ import annotations
 
@@ -25,22 +26,36 @@ def latency_command(
     ),
     check: bool = typer.Option(True, "--check/--no-check", help="also export and time the whole model"),
     min_time: float = typer.Option(2.0, "--min-time", help="seconds of timed calls for the whole model"),
+    point_time: float = typer.Option(0.3, "--point-time", help="seconds timing each table point"),
+    calib_time: float = typer.Option(
+        2.0, "--calib-time", help="seconds timing the dense reference model that calibrates the tables"
+    ),
+    calibrate: bool = typer.Option(
+        True, "--calibrate/--no-calibrate", help="scale block costs by one whole dense-model measurement"
+    ),
+    coarse_grid: bool = typer.Option(False, "--coarse-grid", help="2 table points per axis: quick, rougher"),
     json_path: Path | None = typer.Option(None, "--json", help="also write the results to this JSON file"),
 ) -> None:
     """Predict a model's latency from per-block cost tables measured on the runtime (cached), and
     (--check) measure the exported whole model to compare."""
     from reidprune.budget import measure_latency, predict_latency
+    from reidprune.budget.latency import COARSE_GRID
     from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.config import ConfigError
     from reidprune.models import load
 
     if batch < 1:
         raise ConfigError(f"--batch {batch}: expected >= 1")
+    if point_time <= 0 or calib_time <= 0 or min_time <= 0:
+        raise ConfigError("--point-time, --calib-time and --min-time: expected positive seconds")
     if json_path is not None:
         ensure_writable(json_path, option="--json")
     model = load(resolve_model_dir(model_dir)).eval()
     try:
-        predicted = predict_latency(model, runtime, batch, threads, cache=cache, measure=measure)
+        predicted = predict_latency(
+            model, runtime, batch, threads, cache=cache, measure=measure, min_time=point_time,
+            grid=COARSE_GRID if coarse_grid else None, calibrate=calibrate, calib_time=calib_time,
+        )  # fmt: skip
     except (ValueError, LookupError, TypeError) as err:
         raise ConfigError(str(err)) from None
     result = {"model_dir": str(model_dir), "prediction": predicted}

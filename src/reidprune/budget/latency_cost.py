@@ -1,0 +1,143 @@
+"""The search's latency cost model: milliseconds of a plan from the runtime latency model's tables.
+
+    costs = LatencyCostModel.for_model(model, "onnxruntime", batch=1, threads=2)
+    costs.predict(sketch)      # ms per batch; a pure table look-up, no timing, no forward pass
+
+Built once from the dense model: every table the search can touch is measured (or read from the
+cache) up front by `budget.latency.LatencyModel` - the ViT attention and MLP halves, the AMG
+reducers' extra cost for both token modes, the stem / head fixed cost, the calibration scale; the
+ResNet per-block width tables, stem and head. `predict` then only interpolates, with the same
+formula (`latency.vit_block_ms`) and summation order as `LatencyModel.predict`, so that the
+prediction for a sketch equals the latency model's prediction for the model the plan produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from reidprune.budget.latency import (
+    AMG_KINDS,
+    Grid,
+    LatencyModel,
+    Table,
+    VitBlockTables,
+    vit_backbone,
+    vit_block_ms,
+)
+from reidprune.budget.sketch import CnnSketch, Sketch, VitSketch
+from reidprune.errors import CompressionError
+
+
+class LatencyCostModel:
+    """Milliseconds per batch on one runtime setting (see the module docstring). Build with `for_model`."""
+
+    unit = "ms"
+
+    def __init__(
+        self,
+        call_ms: float,
+        fixed_ms: float,
+        scale: float,
+        *,
+        vit_blocks: list[VitBlockTables] | None = None,
+        hidden: list[int] | None = None,
+        cnn_blocks: list[Table] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.call_ms = call_ms
+        self.fixed_ms = fixed_ms
+        self.scale = scale
+        self.vit_blocks = vit_blocks
+        self.hidden = hidden
+        self.cnn_blocks = cnn_blocks
+        self.info = info or {}
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        runtime: str = "onnxruntime",
+        batch: int = 1,
+        threads: int | None = None,
+        *,
+        cache: str | Path | None = None,
+        grid: Grid | None = None,
+        measure: bool = True,
+        min_time: float = 0.3,
+        chain: int = 4,
+        calibrate: bool = True,
+        calib_time: float = 2.0,
+    ) -> LatencyCostModel:
+        """Measure (or read from the cache) every table a plan of `model` can need."""
+        with LatencyModel(
+            runtime, batch, threads, cache=cache, grid=grid, measure=measure, min_time=min_time,
+            chain=chain, calibrate=calibrate, calib_time=calib_time,
+        ) as lm:  # fmt: skip
+            model = model.eval()
+            scale, calibration = lm.scale(model)
+            call = lm.call_ms()
+            info = {
+                "setting": asdict(lm.setting),
+                "cache": str(lm.cache.path),
+                "calibration": calibration,
+                "chain": chain,
+                "grid": asdict(lm.grid),
+            }
+            if vit_backbone(model, required=False) is not None:
+                tables = lm.vit_tables(model, kinds=AMG_KINDS)
+                hidden = [int(b.mlp.fc1.out_features) for b in vit_backbone(model).blocks]
+                built = cls(
+                    call, tables["fixed_ms"], scale, vit_blocks=tables["blocks"], hidden=hidden, info=info
+                )
+            else:
+                tables = lm.resnet_tables(model)
+                built = cls(
+                    call, tables["stem_ms"] + tables["head_ms"], scale, cnn_blocks=tables["blocks"], info=info
+                )
+            built.info["measured_points"] = lm.cache.measured
+        return built
+
+    def block_ms(self, sketch: Sketch) -> list[float]:
+        """Calibrated milliseconds of every block the sketch describes."""
+        if isinstance(sketch, VitSketch):
+            if self.vit_blocks is None or self.hidden is None or len(sketch.heads) != len(self.vit_blocks):
+                raise CompressionError("latency cost model: the sketch does not describe this ViT's blocks")
+            out = []
+            for tables, hidden, n, c, h in zip(
+                self.vit_blocks, self.hidden, sketch.tokens, sketch.kept, sketch.heads, strict=True
+            ):
+                if c >= n:
+                    geo = {"kind": "dense", "queries": n, "keys": n, "mlp_tokens": n}
+                elif sketch.mode == "kv":
+                    geo = {"kind": "amg-kv", "queries": n, "keys": c, "mlp_tokens": n}
+                else:
+                    geo = {"kind": "amg-skip", "queries": c, "keys": c, "mlp_tokens": c}
+                out.append(vit_block_ms(tables, {**geo, "heads": h, "hidden": hidden}, self.scale))
+            return out
+        if (
+            not isinstance(sketch, CnnSketch)
+            or self.cnn_blocks is None
+            or len(sketch.widths) != len(self.cnn_blocks)
+        ):
+            raise CompressionError("latency cost model: the sketch does not describe this CNN's blocks")
+        return [
+            self.scale * table.at(widths)
+            for table, widths in zip(self.cnn_blocks, sketch.widths, strict=True)
+        ]
+
+    def predict(self, sketch: Sketch) -> float:
+        return self.call_ms + self.fixed_ms + sum(self.block_ms(sketch))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "latency",
+            "unit": self.unit,
+            "call_ms": self.call_ms,
+            "fixed_ms": self.fixed_ms,
+            "scale": self.scale,
+            **self.info,
+        }

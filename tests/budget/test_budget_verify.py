@@ -1,0 +1,33 @@
+"""The verification's verdict and re-planning correction, from given numbers (no timing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reidprune.budget.verify import _against_target, summary_line
+
+PREDICTED = {"original": 10.0, "compressed": 5.0, "speedup": 2.0, "unit": "ms"}
+
+
+def _measured(original: float, compressed: float) -> dict:
+    return {"original": original, "compressed": compressed, "unit": "ms", "speedup": original / compressed}
+
+
+def test_a_speedup_missed_by_more_than_the_tolerance_is_flagged_with_its_correction() -> None:
+    verdict = _against_target({"kind": "speedup", "value": 2.0}, PREDICTED, _measured(10.0, 6.0), 0.07)
+    assert verdict["shortfall"] == pytest.approx(1 - (10 / 6) / 2)
+    assert verdict["missed"] and verdict["correction"] == pytest.approx(2.0 / (10 / 6))
+    report = {"target": {"kind": "speedup", "value": 2.0, "unit": "ms"}, "predicted": PREDICTED,
+              "measured": _measured(10.0, 6.0), "tolerance": 0.07, **verdict}  # fmt: skip
+    assert summary_line(report).startswith("MISSED the target by 16.7 %")
+
+
+def test_within_the_tolerance_is_met() -> None:
+    verdict = _against_target({"kind": "speedup", "value": 2.0}, PREDICTED, _measured(10.0, 5.3), 0.07)
+    assert not verdict["missed"] and verdict["shortfall"] == pytest.approx(1 - (10 / 5.3) / 2)
+
+
+def test_a_latency_target_corrects_by_measured_over_predicted() -> None:
+    verdict = _against_target({"kind": "latency_ms", "value": 5.0}, PREDICTED, _measured(11.0, 5.5), 0.07)
+    assert verdict["shortfall"] == pytest.approx(0.1) and verdict["missed"]
+    assert verdict["correction"] == pytest.approx(1.1)
