@@ -134,7 +134,7 @@ def test_compress_to_a_speedup_on_onnxruntime_verifies_the_exported_model(
     # both big enough for their blocks to outweigh the stem, head and call overhead at batch 1
     if family == "vit":
         size = {"img_size": [128, 64], "embed_dim": 64, "head_dim": 16, "num_heads": [4] * 3}
-        built = create("vit_tiny_reid", **{**VIT, **size, "mlp_hidden": [256] * 3})
+        built = create("vit_tiny_reid", **{**TINY_VIT, **size, "mlp_hidden": [256] * 3})
     else:
         built = create("resnet18_reid", img_size=[128, 64], stage_planes=[32, 32, 64, 64], num_classes=2)
     source, out = reidprune.save(built, tmp_path / "dense"), tmp_path / "out"
