@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import inspect
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,9 @@ def test_prune_method_accepts_the_options(path: Path, one_thread: None) -> None:
     prune = cfg.prune
     family, name = split_method(prune.method)
     options = dict(prune.options)
+    if family == "budget":
+        _budget_step(cfg, options)
+        return
     if family == "filter":
         arch = dataclasses.replace(_arch(cfg), img_size=[64, 32], stage_planes=[8, 8, 8, 8], stem_width=8)
         model = build(arch)
@@ -172,6 +176,27 @@ def test_prune_method_accepts_the_options(path: Path, one_thread: None) -> None:
             small, plan = prune_heads(model, name, num_remove=1, data=data, **options)
             assert _total_heads(small.arch) == _total_heads(model.arch) - 1
     assert plan.method == prune.method
+
+
+def _budget_step(cfg: ExperimentConfig, options: dict[str, Any]) -> None:
+    """The budget search with the config's options on the stand-in, its cost counted in GMACs (the
+    latency tables would be timed on this machine: tests/budget covers them); the latency options
+    must be keywords of the latency model."""
+    from reidprune.budget.api import to_budget
+    from reidprune.budget.latency_cost import LatencyCostModel
+    from reidprune.jobs.budget import VERIFY_KEYS
+
+    latency = options.pop("latency", None) or {}
+    assert set(latency) <= set(inspect.signature(LatencyCostModel.for_model).parameters)
+    for key in VERIFY_KEYS:
+        options.pop(key, None)
+    model = _vit_stand_in(cfg)
+    options["runtime"] = "gmacs"
+    if "target_latency_ms" in options:  # a latency in ms has no GMACs meaning: ask for a plain speed-up
+        options.pop("target_latency_ms")
+        options["target_speedup"] = 1.2
+    small, plan = to_budget(model, [_batch(model)], calib_batches=1, **options)
+    assert plan["predicted_speedup"] >= 1.0 and small.compression_plan.method == "budget-search"
 
 
 # ------------------------------------------------------------------------- what the recipes remove

@@ -32,6 +32,9 @@ RUN_OUTPUTS = (
     "masked",
     "soft",
     "prune_state",
+    "plan.json",  # the budget method (jobs/budget.py)
+    "verify.json",
+    "model.onnx",
 )
 ROUND = re.compile(r"round\d+")
 # settings that do not change what a resumed run computes (the engine checks the train ones again

@@ -9,7 +9,8 @@ from typing import Any
 @dataclass
 class PruneConfig:
     # token-amg | token-topk | token-pm | token-tome | head-entropy | head-magnitude | head-random
-    # | filter-hfp | filter-sfp | filter-fpgm | filter-bafd | none
+    # | filter-hfp | filter-sfp | filter-fpgm | filter-bafd | budget (joint search to a target: options
+    # target_speedup / target_latency_ms / target_gmacs, runtime, batch, threads, ...) | none
     method: str = "none"
     rate: float = 0.0  # fraction removed (tokens, heads or filters)
     rounds: int = 1  # prune / fine-tune iterations

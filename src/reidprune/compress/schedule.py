@@ -12,10 +12,40 @@ from reidprune.compress.config import PruneConfig
 from reidprune.errors import CompressionError
 
 FAMILIES = ("token", "head", "filter")
+# the joint search under a latency / GMACs budget (`reidprune.budget.to_budget`): one method, two names
+BUDGET_METHODS = ("budget", "budget-search")
+BUDGET_TARGETS = ("target_speedup", "target_latency_ms", "target_gmacs")
+# prune.options of the budget method: the keywords of `to_budget` a YAML can hold (the schedule passes
+# data, calib_batches, seed and device itself; cost_model is an object) and the verification's
+# (verify, verify_time, tolerance). Kept here, not read from `to_budget`, because compress sits below
+# budget (tests/budget/test_budget_config.py checks that the two agree).
+BUDGET_OPTIONS = frozenset(
+    {
+        *BUDGET_TARGETS,
+        "runtime",
+        "batch",
+        "threads",
+        "latency",
+        "correction",
+        "head_weights",
+        "token_mode",
+        "min_tokens",
+        "min_heads",
+        "criterion",
+        "verify",
+        "verify_time",
+        "tolerance",
+    }
+)
+# prune.options.latency: options of the runtime latency model (grid: "coarse" | "full")
+BUDGET_LATENCY_OPTIONS = frozenset({"cache", "grid", "min_time", "chain", "calibrate", "calib_time"})
 
 
 def split_method(method: str) -> tuple[str, str]:
-    """'token-amg' -> ('token', 'amg'); raises CompressionError for anything else."""
+    """'token-amg' -> ('token', 'amg'), 'budget' / 'budget-search' -> ('budget', 'search'); raises
+    CompressionError for anything else."""
+    if method in BUDGET_METHODS:
+        return "budget", "search"
     family, _, name = method.partition("-")
     if family not in FAMILIES or not name:
         raise _unknown_method(method)
@@ -25,7 +55,7 @@ def split_method(method: str) -> tuple[str, str]:
 def _unknown_method(method: str) -> CompressionError:
     return CompressionError(
         f"prune.method='{method}': expected token-amg|token-topk|token-pm|token-tome, "
-        "head-entropy|head-magnitude|head-random or filter-hfp|filter-sfp|filter-fpgm|filter-bafd"
+        "head-entropy|head-magnitude|head-random, filter-hfp|filter-sfp|filter-fpgm|filter-bafd or budget"
     )
 
 
@@ -45,6 +75,8 @@ def method_options(method: str) -> set[str]:
     function the schedule calls takes besides the arguments the schedule passes itself. Raises
     CompressionError for a method that does not exist."""
     family, name = split_method(method)
+    if family == "budget":
+        return set(BUDGET_OPTIONS)
     if family == "token":
         from reidprune.compress.tokens import METHOD_OPTIONS, prune_tokens
 
@@ -91,4 +123,42 @@ def check_prune_config(cfg: PruneConfig) -> tuple[str, str]:
         )
     if family == "filter" and cfg.rounds != 1:
         raise CompressionError("filter pruning runs in one stage: prune.rounds must be 1")
+    if family == "budget":
+        check_budget_options(cfg)
     return family, name
+
+
+def check_budget_options(cfg: PruneConfig) -> None:
+    """The budget method's own rules: one target, no rate, one round, a latency mapping of known keys."""
+    targets = [key for key in BUDGET_TARGETS if cfg.options.get(key) is not None]
+    if len(targets) != 1:
+        raise CompressionError(
+            f"prune.method={cfg.method}: set exactly one of prune.options.{{{', '.join(BUDGET_TARGETS)}}}; "
+            f"got {', '.join(targets) or 'none'}"
+        )
+    value = cfg.options[targets[0]]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise CompressionError(f"prune.options.{targets[0]}={value!r}: expected a positive number")
+    if cfg.rate != 0.0:
+        raise CompressionError(
+            f"prune.rate={cfg.rate}: prune.method={cfg.method} removes what its target needs; leave the rate 0"
+        )
+    if cfg.rounds != 1:
+        raise CompressionError(f"prune.method={cfg.method} searches once: prune.rounds must be 1")
+    latency = cfg.options.get("latency")
+    if latency is None:
+        return
+    if not isinstance(latency, dict):
+        raise CompressionError(
+            f"prune.options.latency={latency!r}: expected a mapping, e.g. {{grid: coarse}}"
+        )
+    unknown = sorted(set(latency) - BUDGET_LATENCY_OPTIONS)
+    if unknown:
+        raise CompressionError(
+            f"prune.options.latency.{unknown[0]} is not a latency model option; it accepts "
+            f"{', '.join(sorted(BUDGET_LATENCY_OPTIONS))}"
+        )
+    if latency.get("grid") not in (None, "coarse", "full"):
+        raise CompressionError(
+            f"prune.options.latency.grid={latency['grid']!r}: expected coarse (2 points per axis) or full"
+        )

@@ -11,6 +11,11 @@ the optimiser of a model that no longer exists. The teacher is the unpruned mode
 eval mode (the engine enforces both). When the data has a validation split (held-out training
 identities), the final model is the best final-stage epoch by validation mAP, never by test mAP.
 
+Budget (`prune.method: budget`, docs/budget_search.md): one joint search over per-block tokens,
+heads (ViT) or filter widths (ResNet) under the target (`budget.to_budget`, the calibration pass on
+the training loader) -> plan.json -> final_epochs of fine-tuning -> the result exported to
+model.onnx and timed side by side with the original on the target runtime -> verify.json.
+
 CNN filters:
 - hfp: prune once on the trained weights, extract the small model, fine-tune it;
 - sfp / fpgm / bafd: train the full-size model for final_epochs with the soft-pruning callback
@@ -85,6 +90,10 @@ def run_schedule(
     teacher = teacher if teacher is not None else copy.deepcopy(model)
     if family == "filter":
         return _filter_schedule(model, name, cfg, loaders, output_dir, teacher, device, resume)
+    if family == "budget":
+        from reidprune.jobs.budget import budget_schedule
+
+        return budget_schedule(model, cfg, loaders, output_dir, teacher, device, resume)
     return _vit_schedule(model, family, name, cfg, loaders, output_dir, teacher, device, resume)
 
 

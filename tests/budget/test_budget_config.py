@@ -1,0 +1,123 @@
+"""`prune.method: budget` in experiment configs: its options agree with `to_budget`, bad settings are
+refused before any work, and a prune job searches, fine-tunes, verifies and writes plan.json."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import reidprune
+from reidprune.budget.api import to_budget
+from reidprune.budget.latency_cost import LatencyCostModel
+from reidprune.compress.config import PruneConfig
+from reidprune.compress.schedule import (
+    BUDGET_LATENCY_OPTIONS,
+    SCHEDULE_ARGS,
+    check_prune_config,
+    method_options,
+)
+from reidprune.config import load_config
+from reidprune.errors import CompressionError
+from reidprune.jobs.budget import VERIFY_KEYS
+from reidprune.models import create
+from tiny_models import TINY_VIT
+
+
+def test_budget_options_are_to_budgets_keywords_and_the_checks() -> None:
+    keywords = {p.name for p in inspect.signature(to_budget).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    from_config = keywords - SCHEDULE_ARGS - {"cost_model", "calib_batches"}
+    assert method_options("budget") == from_config | set(VERIFY_KEYS)
+    assert method_options("budget-search") == method_options("budget")
+    latency = set(inspect.signature(LatencyCostModel.for_model).parameters) - {
+        "cls",
+        "model",
+        "runtime",
+        "batch",
+        "threads",
+        "measure",
+    }
+    assert BUDGET_LATENCY_OPTIONS == latency
+
+
+@pytest.mark.parametrize(
+    ("prune", "message"),
+    [
+        (PruneConfig("budget", options={}), "set exactly one of prune.options"),
+        (
+            PruneConfig("budget", options={"target_speedup": 2.0, "target_gmacs": 1.0}),
+            "got target_speedup, target_gmacs",
+        ),
+        (PruneConfig("budget", options={"target_speedup": -1}), "target_speedup=-1: expected a positive"),
+        (PruneConfig("budget", rate=0.3, options={"target_gmacs": 1.0}), "leave the rate 0"),
+        (PruneConfig("budget", rounds=2, options={"target_gmacs": 1.0}), "prune.rounds must be 1"),
+        (
+            PruneConfig("budget", options={"target_gmacs": 1.0, "latency": {"points": 3}}),
+            "prune.options.latency.points is not a latency model option",
+        ),
+        (
+            PruneConfig("budget", options={"target_gmacs": 1.0, "latency": {"grid": "fine"}}),
+            "latency.grid='fine': expected coarse",
+        ),
+        (
+            PruneConfig("budget", options={"target_gmacs": 1.0, "rate": 0.2}),
+            "prune.options.rate is not an option",
+        ),
+    ],
+)
+def test_bad_budget_settings_are_refused_in_one_line(prune: PruneConfig, message: str) -> None:
+    with pytest.raises(CompressionError, match=None) as err:
+        check_prune_config(prune)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_budget_prune_job_searches_fine_tunes_and_verifies(synth_root: Path, tmp_path: Path) -> None:
+    from reidprune.jobs.prune import prune_experiment
+
+    torch.manual_seed(0)
+    weights = reidprune.save(create("vit_tiny_reid", **TINY_VIT), tmp_path / "dense")
+    out = tmp_path / "run"
+    options = (
+        "{target_speedup: 1.3, runtime: onnxruntime, batch: 1, threads: 1, verify_time: 0.2,"
+        f" latency: {{grid: coarse, min_time: 0.001, calib_time: 0.05, cache: {tmp_path / 'tables'}}}}}"
+    )
+    cfg = load_config(
+        overrides=[
+            "data.format=synth",
+            f"data.root={synth_root}",
+            "data.synth_ids=4",
+            "data.height=64",
+            "data.width=32",
+            "data.num_workers=0",
+            "data.batch_size=8",
+            "data.num_instances=4",
+            "train.progress=false",
+            "train.distill=soft",
+            f"model.weights={weights}",
+            "prune.method=budget",
+            "prune.final_epochs=1",
+            "prune.calib_batches=2",
+            f"prune.options={options}",
+            f"output_dir={out}",
+        ]
+    )
+    before = torch.get_num_threads()
+    try:
+        summary = prune_experiment(cfg)
+    finally:
+        torch.set_num_threads(before)
+    plan = json.loads((out / "plan.json").read_text())
+    verify = json.loads((out / "verify.json").read_text())
+    assert plan["target"] == {**plan["target"], "kind": "speedup", "value": 1.3, "unit": "ms"}
+    assert plan["predicted_speedup"] >= 1.3
+    assert plan["finetune"]["distill"] == "soft" and plan["verify"] == verify
+    assert verify["measured"]["speedup"] > 0 and isinstance(verify["missed"], bool)
+    assert (out / "model.onnx").is_file()
+    assert [s["stage"] for s in summary["stages"]] == ["budget search", "final", "verify"]
+    small = reidprune.load(out / "model")
+    assert small.compression_plan.method == "budget-search"
+    assert [b["heads"] for b in plan["blocks"]] == small.arch.num_heads
+    assert summary["pruned"]["gmacs"] < summary["unpruned"]["gmacs"]
