@@ -40,7 +40,7 @@ def test_budget_options_are_to_budgets_keywords_and_the_checks() -> None:
         "threads",
         "measure",
     }
-    assert BUDGET_LATENCY_OPTIONS == latency
+    assert latency == BUDGET_LATENCY_OPTIONS
 
 
 @pytest.mark.parametrize(
