@@ -108,7 +108,13 @@ def describe_plan(space: SearchSpace, result: SearchResult, cost_model: CostMode
     blocks: list[dict[str, Any]] = []
     if space.family == "vit":
         for i, (tokens, kept, heads) in enumerate(zip(sketch.tokens, sketch.kept, sketch.heads, strict=True)):  # type: ignore[union-attr]
-            entry: dict[str, Any] = {"block": i, "tokens": tokens, "kept_tokens": kept, "heads": heads}
+            entry: dict[str, Any] = {
+                "block": i,
+                "tokens": tokens,
+                "kept_tokens": kept,
+                "heads": heads,
+                "dense_heads": space.base.heads[i],  # type: ignore[union-attr]
+            }
             for group, n in zip(space.groups, result.removed, strict=True):
                 if group.block == i and group.kind == "heads":
                     entry["kept_heads"] = sorted(group.order[n:])

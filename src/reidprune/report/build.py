@@ -2,7 +2,9 @@
 
 The page holds the configuration of each run, the metrics table (unpruned vs pruned), accuracy-
 versus-GMACs and accuracy-versus-latency plots, ranked retrieval lists and per-block kept-token
-maps. Every image is embedded as a base64 PNG data URI and the styles are inline: the page opens
+maps; with budget searches among the runs, their target vs predicted vs measured speed-up, the
+frontier (accuracy vs measured latency, searched vs uniform plans) and each searched plan's
+per-block allocation (`report/budget.py`). Every image is embedded as a base64 PNG data URI and the styles are inline: the page opens
 offline, with no network access and no scripts.
 """
 
@@ -51,6 +53,7 @@ class RunSection:
     retrieval_note: str | None = None
     tokens_png: str | None = None
     tokens_note: str | None = None
+    allocation_png: str | None = None  # per-block kept tokens / heads or widths of a searched plan
 
 
 def build_report(
@@ -99,6 +102,7 @@ def build_report(
     latency_png = (
         accuracy_vs_cost(runs, "latency_ms", "PyTorch batch-1 latency, deploy form (ms)") if latency else None
     )
+    budget = _budget_part(runs, latency, min_time)
     html = _render(
         title=title,
         runs=runs,
@@ -110,6 +114,7 @@ def build_report(
         gmacs_png=data_uri(gmacs_png) if gmacs_png else None,
         latency_png=data_uri(latency_png) if latency_png else None,
         latency_note=latency_note,
+        **budget,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         versions=_versions(),
     )
@@ -168,24 +173,8 @@ def _measure_latency(runs: list[Run], min_time: float, threads: int | None) -> s
     page's note."""
     from reidprune.measure import deploy
     from reidprune.measure.timing import interleaved_times, model_call, summarize_ms, torch_threads
-    from reidprune.models import load
 
-    models: dict[Any, tuple[list[Entry], Any]] = {}
-    for run in runs:
-        for entry in run.entries:
-            key = model_key(entry, run) or id(entry)
-            if key in models:
-                models[key][0].append(entry)
-                continue
-            if entry.model_dir is not None:
-                model = load(entry.model_dir)
-            elif run.kind == "prune" and entry.variant == "unpruned":
-                model = unpruned_model_for_timing(run)
-                entry.note = "latency of the configured architecture (weights are not saved in the run)"
-            else:
-                model = None
-            if model is not None:
-                models[key] = ([entry], model.eval())
+    models = _entry_models(runs)
     if not models:
         return "no saved model to time"
     # time the form that is deployed, as `reidprune measure` and `bench` do
@@ -204,6 +193,52 @@ def _measure_latency(runs: list[Run], min_time: float, threads: int | None) -> s
     )
 
 
+def _entry_models(runs: list[Run]) -> dict[Any, tuple[list[Entry], Any]]:
+    """{model key: (entries showing that model, the model in eval mode)} for every buildable model."""
+    from reidprune.models import load
+
+    models: dict[Any, tuple[list[Entry], Any]] = {}
+    for run in runs:
+        for entry in run.entries:
+            key = model_key(entry, run) or id(entry)
+            if key in models:
+                models[key][0].append(entry)
+                continue
+            if entry.model_dir is not None:
+                model = load(entry.model_dir)
+            elif run.kind == "prune" and entry.variant == "unpruned":
+                model = unpruned_model_for_timing(run)
+                entry.note = "latency of the configured architecture (weights are not saved in the run)"
+            else:
+                model = None
+            if model is not None:
+                models[key] = ([entry], model.eval())
+    return models
+
+
+def _budget_part(runs: list[Run], latency: bool, min_time: float) -> dict[str, Any]:
+    """The page's "Compressed to a budget" part: one row per searched run and the frontier, its
+    latency measured on the searches' deployment runtime when they share one (`report/budget.py`)."""
+    from reidprune.report.budget import budget_rows, frontier_figure, measure_deployment, shared_deployment
+    from reidprune.report.plots import accuracy_metrics
+
+    rows = budget_rows(runs)
+    if not rows:
+        return {"budget_rows": [], "frontier_png": None, "frontier_note": ""}
+    deployment = shared_deployment(runs) if latency else None
+    if deployment is not None:
+        note = measure_deployment(_entry_models(runs), deployment, min_time)
+        xlabel = f"{deployment['runtime']} batch-{deployment.get('batch', 1)} latency (ms)"
+    else:
+        note = "PyTorch batch-1 latency of the table (the searched runs name no single latency deployment)"
+        xlabel = "PyTorch batch-1 latency, deploy form (ms)"
+    metrics = accuracy_metrics(runs)
+    png = frontier_figure(runs, metrics[0], xlabel) if metrics and latency else None
+    if not latency:
+        note = "latency not measured (--no-latency): no frontier"
+    return {"budget_rows": rows, "frontier_png": data_uri(png) if png else None, "frontier_note": note}
+
+
 def _section(
     run: Run,
     data: str | Path | None,
@@ -214,6 +249,11 @@ def _section(
     token_images: int,
 ) -> RunSection:
     section = RunSection(run)
+    if run.budget is not None:
+        from reidprune.report.budget import allocation_figure
+
+        png = allocation_figure(run.budget)
+        section.allocation_png = data_uri(png) if png else None
     if run.plan:
         from reidprune.models.plan import flat_plan
 

@@ -4,7 +4,10 @@ Three kinds of directory are understood:
 - a prune job (`reidprune prune`): config.yaml, metrics.json with "unpruned" and "pruned" entries
   ({"test": {...}, "params", "attn_params", "gmacs", "blocks_gmacs"}), "plan", and model/;
 - a train job (`reidprune train`): config.yaml, metrics.json with "test": {"final", "best"}, final/, best/;
-- a bare model directory (model.json + weights.safetensors); test metrics from its metadata if any.
+- a bare model directory (model.json + weights.safetensors); test metrics from its metadata if any;
+- a `reidprune compress` output folder (plan.json + model/, no metrics).
+A folder with a budget plan (plan.json, verify.json: `prune.method: budget` or `reidprune compress`)
+also carries it as `Run.budget` (`report/budget.py`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Entry:
     cost: dict[str, float] = field(default_factory=dict)
     latency_ms: float | None = None
     note: str | None = None
+    deploy_ms: float | None = None  # latency on the budget searches' deployment runtime (report/budget.py)
 
     @property
     def label(self) -> str:
@@ -58,6 +62,7 @@ class Run:
     entries: list[Entry]
     plan: dict[str, Any] | None
     main: Entry
+    budget: dict[str, Any] | None = None  # plan.json (+ verify.json) of a budget search
 
     @property
     def method(self) -> str:
@@ -100,13 +105,21 @@ def _saved_plan(model_dir: Path) -> dict[str, Any] | None:
 
 
 def load_run(path: str | Path, name: str | None = None) -> Run:
-    """Read a prune / train run directory or a model directory (see the module docstring)."""
-    from reidprune.models.serialization import is_model_dir, read_description
+    """Read a prune / train run directory, a model directory or a compress output folder (see the
+    module docstring)."""
+    from reidprune.report.budget import read_budget
 
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory not found: {path}")
-    name = name or path.name
+    run = _load_run(path, name or path.name)
+    run.budget = read_budget(path)
+    return run
+
+
+def _load_run(path: Path, name: str) -> Run:
+    from reidprune.models.serialization import is_model_dir, read_description
+
     text, cfg = _config(path)
     metrics_file = path / "metrics.json"
     metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
@@ -153,6 +166,12 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         test = (description.get("metadata") or {}).get("test")
         entry = Entry(name, "model", path, _numbers(test))
         return Run(name, path, "model", text, cfg, metrics, [entry], description.get("plan"), entry)
+
+    if (path / "plan.json").is_file() and is_model_dir(path / "model"):  # `reidprune compress`
+        description = read_description(path / "model")
+        test = (description.get("metadata") or {}).get("test")
+        entry = Entry(name, "compressed", path / "model", _numbers(test))
+        return Run(name, path, "compress", text, cfg, metrics, [entry], description.get("plan"), entry)
 
     raise CheckpointError(
         f"{path}: not a run directory (expected metrics.json from `reidprune prune` or `reidprune train`, "
