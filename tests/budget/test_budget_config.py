@@ -78,7 +78,15 @@ def test_budget_prune_job_searches_fine_tunes_and_verifies(synth_root: Path, tmp
     from reidprune.jobs.prune import prune_experiment
 
     torch.manual_seed(0)
-    weights = reidprune.save(create("vit_tiny_reid", **TINY_VIT), tmp_path / "dense")
+    # big enough for its blocks to outweigh the stem, head and call overhead at batch 1 (as the CLI test)
+    size = {
+        "img_size": [128, 64],
+        "embed_dim": 64,
+        "head_dim": 16,
+        "num_heads": [4] * 3,
+        "mlp_hidden": [256] * 3,
+    }
+    weights = reidprune.save(create("vit_tiny_reid", **{**TINY_VIT, **size}), tmp_path / "dense")
     out = tmp_path / "run"
     options = (
         "{target_speedup: 1.3, runtime: onnxruntime, batch: 1, threads: 1, verify_time: 0.2,"
@@ -89,8 +97,8 @@ def test_budget_prune_job_searches_fine_tunes_and_verifies(synth_root: Path, tmp
             "data.format=synth",
             f"data.root={synth_root}",
             "data.synth_ids=4",
-            "data.height=64",
-            "data.width=32",
+            "data.height=128",
+            "data.width=64",
             "data.num_workers=0",
             "data.batch_size=8",
             "data.num_instances=4",

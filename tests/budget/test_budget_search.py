@@ -145,3 +145,32 @@ def test_a_millisecond_model_cannot_serve_a_gmacs_target() -> None:
     model = tiny_vit()
     with pytest.raises(CompressionError, match="target_gmacs needs a cost model in GMACs"):
         to_budget(model, batches(), target_gmacs=0.1, cost_model=ScaledCost(GmacsCostModel.for_model(model)))
+
+
+class _Stepped:
+    """GMACs rounded up to coarse levels: like a noisy table made monotone, one step often saves nothing."""
+
+    unit = "GMACs"
+
+    def __init__(self, inner: GmacsCostModel, level: float) -> None:
+        self.inner, self.level = inner, level
+
+    def predict(self, sketch) -> float:  # type: ignore[no-untyped-def]
+        import math
+
+        return math.ceil(self.inner.predict(sketch) / self.level) * self.level
+
+    def describe(self) -> dict:
+        return {"kind": "stepped gmacs"}
+
+
+def test_flat_stretches_of_the_cost_are_crossed_by_longer_steps() -> None:
+    model = tiny_vit()
+    space = vit_space(model, batches(), mode="skip")
+    inner = GmacsCostModel.for_model(model)
+    dense = inner.predict(space.sketch([0] * len(space.groups)))
+    costs = _Stepped(inner, dense / 8)  # 8 levels: no single token slice or head crosses one
+    target = dense * 0.7
+    result = greedy_search(space, costs, target)
+    assert result.cost <= target
+    assert costs.predict(space.sketch(result.removed)) == result.cost

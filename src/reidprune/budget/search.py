@@ -67,22 +67,15 @@ def greedy_search(
         check_reachable(space, cost_model, target)
     steps = 0
     while cost > target:
-        best: tuple[float, int, int, float] | None = None  # ratio, group, units, new cost
-        for index, group in enumerate(space.groups):
-            n = min(group.step, group.removable - removed[index])
-            if n <= 0:
-                continue
-            trial = removed.copy()
-            trial[index] += n
-            new_cost = cost_model.predict(space.sketch(trial))
-            saved = cost - new_cost
-            if saved <= 0.0:
-                continue
-            done = removed[index]
-            lost = weights[group.kind] * (group.loss(done + n) - group.loss(done))
-            ratio = lost / saved
-            if best is None or ratio < best[0]:
-                best = (ratio, index, n, new_cost)
+        best = _best_step(space, cost_model, removed, cost, weights, 1)
+        steps_long = 2
+        # flat stretches of a measured table (noise made monotone) save nothing in one step: lengthen
+        # the steps until some group's saves cost, rather than stop short of a reachable target
+        while best is None and any(
+            g.step * (steps_long // 2) < g.removable - r for g, r in zip(space.groups, removed, strict=True)
+        ):
+            best = _best_step(space, cost_model, removed, cost, weights, steps_long)
+            steps_long *= 2
         if best is None:  # nothing left that saves cost (check_reachable makes this unreachable)
             raise CompressionError(f"budget {target:.4g} {cost_model.unit}: no removal saves cost any more")
         _, index, n, new_cost = best
@@ -98,6 +91,35 @@ def greedy_search(
         cost = new_cost
         steps += 1
     return SearchResult(removed, cost, dense, lost_importance(space, removed, weights), steps, weights)
+
+
+def _best_step(
+    space: SearchSpace,
+    cost_model: CostModel,
+    removed: list[int],
+    cost: float,
+    weights: Mapping[str, float],
+    length: int,
+) -> tuple[float, int, int, float] | None:
+    """(ratio, group, units, new cost) of the removal of `length` steps of one group that loses the
+    least importance per cost saved; None when no group's saves any cost."""
+    best: tuple[float, int, int, float] | None = None
+    for index, group in enumerate(space.groups):
+        n = min(group.step * length, group.removable - removed[index])
+        if n <= 0:
+            continue
+        trial = removed.copy()
+        trial[index] += n
+        new_cost = cost_model.predict(space.sketch(trial))
+        saved = cost - new_cost
+        if saved <= 0.0:
+            continue
+        done = removed[index]
+        lost = weights[group.kind] * (group.loss(done + n) - group.loss(done))
+        ratio = lost / saved
+        if best is None or ratio < best[0]:
+            best = (ratio, index, n, new_cost)
+    return best
 
 
 def describe_plan(space: SearchSpace, result: SearchResult, cost_model: CostModel) -> dict[str, Any]:
