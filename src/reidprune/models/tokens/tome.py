@@ -51,25 +51,18 @@ def bipartite_matching(metric: Tensor, r: int, num_prefix_tokens: int = 1) -> tu
     a, b = metric[:, ::2], metric[:, 1::2]
     scores = a @ b.transpose(1, 2)
     prefix_a, prefix_b = (num_prefix_tokens + 1) // 2, num_prefix_tokens // 2
-    # prefix tokens are masked by adding a constant (-inf there, 0 elsewhere): one Add in the
-    # exported graph instead of Slice + Concat, and the same values
     if prefix_b:
-        scores = scores + _prefix_mask(scores.shape[-1], prefix_b, scores)
+        scores = torch.cat(
+            [torch.full_like(scores[..., :prefix_b], float("-inf")), scores[..., prefix_b:]], -1
+        )
     best, best_b = scores.max(dim=-1)  # best B match of every A token: (B, N_A)
-    if prefix_a:
-        best = best + _prefix_mask(best.shape[-1], prefix_a, best)
+    # (not `best + constant mask`: OpenVINO then ranked a dynamic-batch graph's tokens wrongly)
+    best = torch.cat([torch.full_like(best[:, :prefix_a], float("-inf")), best[:, prefix_a:]], dim=1)
     order = best.argsort(dim=-1, descending=True)  # (a stable sort does not export to ONNX)
     src, rest = order.split([r, order.shape[1] - r], dim=-1)
     unmerged = rest.sort(dim=-1).values
     dst = best_b.gather(1, src)
     return unmerged, src, dst
-
-
-def _prefix_mask(size: int, prefix: int, like: Tensor) -> Tensor:
-    """(size,) of -inf at the first `prefix` entries and 0 after them, in `like`'s dtype and device."""
-    mask = torch.zeros(size, dtype=like.dtype, device=like.device)
-    mask[:prefix] = float("-inf")
-    return mask
 
 
 def merge_tokens(
