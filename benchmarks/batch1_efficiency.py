@@ -297,6 +297,7 @@ def main() -> None:
             "export": "export_onnx(batch=1, fold=True), opset 18",
             "runtimes": args.runtimes,
             "rounds": rounds,
+            "compare": str(args.compare) if args.compare else None,  # NAME@before rows: that folder's graphs
             "device_name": cpu_name(),
             "load_average": list(load),
             "rates": {n: {"method": REDUCERS[n][0], "rate": REDUCERS[n][1], **REDUCERS[n][2]} for n in names},
