@@ -17,7 +17,7 @@ ResNet-50 (re-ID layout, 256x128) unpruned and with 50 % of its internal filters
 Weights are random: latency does not depend on their values. AMG uses its data-free random
 selection (counts spread evenly over the blocks), heads the data-free magnitude criterion, and
 PM's Taylor scores come from a calibration pass on random images. Every model is exported by
-`reidprune.export.export_onnx` (TorchScript exporter, dynamic batch, opset 18) and checked against
+`reidprune.export.export_onnx` (TorchScript exporter, static batch 1 with shapes folded, opset 18) and checked against
 PyTorch: max |ORT - torch| <= 1e-4 x max(1, output scale). Then `reidprune.export.bench_models`
 times PyTorch eager and ONNX Runtime at batch 1 in the same process, interleaved (each round runs
 every (model, runtime) pair once, in rotated order), with the same number of CPU threads, and

@@ -3,8 +3,9 @@
     synthetic data -> baseline (train) -> AMG tokens / entropy heads / Prune-and-Merge / a joint
     token + head plan searched for 1.5x at batch 1 in ONNX Runtime (prune + fine-tune with
     distillation from the baseline) -> test mAP / rank-1 -> ONNX export checked in
-    ONNX Runtime -> params, GMACs, batch-64 throughput (PyTorch) and batch-1 latency (ONNX Runtime)
-    side by side -> HTML report
+    ONNX Runtime -> static INT8 (QDQ, calibrated on training images) of the baseline and of the
+    variant with the best mAP, evaluated on the test split -> params, GMACs, batch-64 throughput
+    (PyTorch) and batch-1 latency (ONNX Runtime, fp32 and INT8) side by side -> HTML report
 
 Everything lands in one output folder (locked while a demo runs in it); a second run reuses the
 data, the baseline, every finished variant and every exported graph made with the same settings
@@ -228,11 +229,15 @@ def _graph_is_current(graph: Path, model_dir: Path) -> bool:
 
 
 def _measure_speed(
-    models: dict[str, tuple[Any, Any]], onnx_dir: Path | None, min_time: float
+    models: dict[str, tuple[Any, Any]],
+    onnx_dir: Path | None,
+    min_time: float,
+    int8: dict[str, Path] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Median seconds per batch-64 PyTorch forward (deploy form: BatchNorm folded, channels_last)
     and per batch-1 forward (ONNX Runtime on the exported graphs when `onnx_dir` is given, else
-    PyTorch), every model timed in interleaved rounds so that machine load hits them alike."""
+    PyTorch; "int8": ONNX Runtime on the static INT8 graphs of `int8`, {name: graph}), every model
+    timed in interleaved rounds so that machine load hits them alike."""
     import torch
 
     from reidprune.measure import prepare_for_inference
@@ -251,6 +256,10 @@ def _measure_speed(
             fns[(name, "b1")] = model_call(session, 1)
         else:
             fns[(name, "b1")] = model_call(deployed, 1, channels_last=True)
+    for name, graph in (int8 or {}).items():
+        from reidprune.export.runtime import OnnxModel
+
+        fns[(name, "int8")] = model_call(OnnxModel(graph, threads=threads, spinning=False), 1)
     samples = interleaved_times(fns, min_time=min_time)
     times: dict[str, dict[str, float]] = {name: {} for name in models}
     for (name, kind), values in samples.items():
@@ -265,6 +274,35 @@ def _target_speedup(run: Path) -> float | None:
         return None
     target = json.loads(plan.read_text()).get("target", {})
     return float(target["value"]) if target.get("kind") == "speedup" else None
+
+
+def _static_int8(
+    cfg: ExperimentConfig,
+    models: dict[str, tuple[Any, Any]],
+    onnx_dir: Path,
+    log: Callable[[str], None] | None,
+) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Static INT8 graphs of the baseline and of the variant with the best test mAP, calibrated on
+    training images, and their test metrics: {name: (graph, {"mAP", "rank1", "calibration_images"})}."""
+    from reidprune.export.accuracy import evaluate_variants
+    from reidprune.export.int8_summary import static_int8_graph
+    from reidprune.export.runtime import OnnxModel
+
+    variants = [name for name in models if name != "baseline"]
+    chosen = ["baseline"]
+    if variants:
+        chosen.append(max(variants, key=lambda name: models[name][1]["mAP"]))
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for name in chosen:
+        graph, info = static_int8_graph(onnx_dir / f"{name}.onnx", cfg)
+        _say(
+            f"static INT8 of {name}: {'reused' if info['reused'] else 'calibrated and quantised'} -> {graph}",
+            log,
+        )
+        metrics = evaluate_variants({name: OnnxModel(graph)}, cfg)[name]
+        figures = {"mAP": metrics["mAP"], "rank1": metrics["rank1"]}
+        out[name] = (graph, {**figures, "calibration_images": info.get("calibration_images")})
+    return out
 
 
 def run_demo(
@@ -320,9 +358,7 @@ def _run(
     base_model = load_model(baseline / "final")
     models = {"baseline": (base_model, base_metrics["test"]["final"])}
     model_dirs = {"baseline": baseline / "final"}
-    run_dirs = {"baseline": baseline}
     for run, variant in zip(runs[1:], variants, strict=True):
-        run_dirs[variant.name] = run
         metrics = json.loads((run / "metrics.json").read_text())
         models[variant.name] = (load_model(run / "model"), metrics["pruned"]["test"])
         model_dirs[variant.name] = run / "model"
@@ -336,25 +372,40 @@ def _run(
                 continue
             _export_graph(model, target, model_dirs[name])
             _say(f"exported {name} -> {target} (checked against ONNX Runtime)", log)
+    int8 = _static_int8(cfg, models, root / "onnx", log) if export else {}
     runtime = "ORT" if export else "torch"
     _say(f"timing side by side: batch-64 throughput (PyTorch), batch-1 latency ({runtime})", log)
-    times = _measure_speed(models, root / "onnx" if export else None, timing_seconds)
+    graphs = {name: path for name, (path, _) in int8.items()}
+    times = _measure_speed(models, root / "onnx" if export else None, timing_seconds, graphs)
     base = times["baseline"]
+    run_dirs = dict(zip(models, runs, strict=True))
     for name, (model, test) in models.items():
         cost = model_cost(model)
-        result.rows.append(
-            {
-                "model": name,
-                "params (M)": cost["params"] / 1e6,
-                "GMACs": cost["gmacs"],
-                "mAP": test["mAP"],
-                "rank-1": test["rank1"],
-                "x b64": base["b64"] / times[name]["b64"],
-                f"b1 {runtime} (ms)": times[name]["b1"] * 1e3,
-                "x b1": base["b1"] / times[name]["b1"],
-                "target x b1": _target_speedup(run_dirs[name]),
-            }
-        )
+        row = {
+            "model": name,
+            "params (M)": cost["params"] / 1e6,
+            "GMACs": cost["gmacs"],
+            "mAP": test["mAP"],
+            "rank-1": test["rank1"],
+            "x b64": base["b64"] / times[name]["b64"],
+            f"b1 {runtime} (ms)": times[name]["b1"] * 1e3,
+            "x b1": base["b1"] / times[name]["b1"],
+            "target x b1": _target_speedup(run_dirs[name]),
+        }
+        if export:
+            quantised = int8[name][1] if name in int8 else None
+            row["INT8 b1 (ms)"] = times[name]["int8"] * 1e3 if quantised else None
+            row["INT8 mAP"] = quantised["mAP"] if quantised else None
+            if quantised:
+                from reidprune.export.int8_summary import write_int8_note
+
+                figures = {
+                    **quantised,
+                    "latency_ms": row["INT8 b1 (ms)"],
+                    "fp32_latency_ms": row["b1 ORT (ms)"],
+                }
+                write_int8_note(run_dirs[name], model_dirs[name], figures)
+        result.rows.append(row)
     if report:
         from reidprune.report import build_report
 

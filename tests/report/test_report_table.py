@@ -114,3 +114,26 @@ def test_report_shows_the_shared_baseline_once_in_one_macs_unit(
     assert "<th>MMACs</th>" in table and "<th>blocks MMACs</th>" in table
     values = re.findall(r'<td class="num">([^<]*)</td>', table)
     assert values and not any("e-" in v or "e+" in v for v in values)
+
+
+def test_int8_columns_show_a_current_note_and_nothing_else(
+    report_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    from reidprune.export.int8_summary import write_int8_note
+
+    dense = shutil.copytree(report_runs["dense"], tmp_path / "dense")  # the notes are written into it
+    runs = [dense, _variant_of(report_runs, tmp_path, "v1")]
+    page = build.build_report(runs, tmp_path / "plain.html", latency=False, retrieval=False, token_images=0)
+    assert "INT8" not in page.read_text()  # no run measured INT8: no such columns
+
+    variant = runs[1]
+    write_int8_note(variant, variant / "model", {"mAP": 41.25, "rank1": 55.0, "latency_ms": 0.375})
+    write_int8_note(runs[0], tmp_path / "v1" / "model", {"mAP": 12.0, "latency_ms": 9.0})  # another model's
+    html = build.build_report(runs, tmp_path / "r.html", latency=False, retrieval=False, token_images=0)
+    table = html.read_text()
+    table = table[table.index('<h2 id="metrics">') : table.index("</table>")]
+    assert "<th>INT8 mAP</th><th>INT8 b1 ORT (ms)</th>" in table
+    pruned = table[table.index('<tr class="pruned"') :]
+    assert '<td class="num">41.25</td><td class="num">0.38</td>' in pruned
+    final = table[table.index('<tr class="final"') : table.index('<tr class="pruned"')]
+    assert '<td class="num">-</td><td class="num">-</td>' in final  # a stale note is not shown

@@ -45,7 +45,9 @@ def demo_command(
     )
     print_table(
         "reidprune demo: synthetic re-ID test split (mAP / rank-1 in percent); x = speed-up vs the "
-        "baseline, timed side by side: b64 = batch-64 PyTorch throughput, b1 = batch-1 ONNX Runtime latency; target x b1 = the speed-up the budget variant was searched for",
+        "baseline, timed side by side: b64 = batch-64 PyTorch throughput, b1 = batch-1 ONNX Runtime latency; "
+        "target x b1 = the speed-up the budget variant was searched for; "
+        "INT8 = the static INT8 graph (calibrated on training images) of the baseline and the best variant",
         result.rows,
     )
     console.print(f"outputs in {result.output_dir}" + (f"; report: {result.report}" if result.report else ""))

@@ -82,7 +82,8 @@ def bench_models(
     OpenVINO runs the IR converted from the checked ONNX graph). threads: CPU threads for every
     runtime (default: torch's current setting). min_time: seconds the timed rounds should last
     in all (per measurement kind and model about min_time / number of timed calls per round).
-    workdir: where the graphs are written (default: a temporary folder, deleted afterwards).
+    workdir: where the graphs are written (default: a temporary folder, deleted afterwards); they
+      have a static batch of 1 with shapes folded (`export_onnx(batch=1, fold=True)`).
     Returns {"models": [one dict per model], "settings": {...}}: per model params, attn_params,
     gmacs, blocks_gmacs, torch_throughput_ips, torch_latency_ms_b1 (+ _p90), ort_latency_ms_b1
     (+ _p90), ort_vs_torch (ORT / PyTorch batch-1 latency; < 1 = ORT faster), onnx_check; with
@@ -125,7 +126,11 @@ def bench_models(
             fns[f"{name}\ttorch_b1"] = model_call(model, 1)
             if onnx:
                 safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-                report = export_onnx(model, folder / f"{safe}.onnx", opset=opset or DEFAULT_OPSET)
+                # the graphs are timed at batch 1 only: a static batch-1 graph with its shape
+                # computations folded is what an edge deployment runs, and leaner than a dynamic one
+                report = export_onnx(
+                    model, folder / f"{safe}.onnx", opset=opset or DEFAULT_OPSET, batch=1, fold=True
+                )
                 rows[name]["onnx_check"] = dataclasses.asdict(report.check) if report.check else None
                 rows[name]["exporter"] = report.exporter
                 # no busy-waiting pool threads: they would take cores from the next timed call

@@ -114,6 +114,7 @@ def build_report(
         gmacs_png=data_uri(gmacs_png) if gmacs_png else None,
         latency_png=data_uri(latency_png) if latency_png else None,
         latency_note=latency_note,
+        int8=any(row["int8_map"] is not None for row in rows),
         **budget,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         versions=_versions(),
@@ -374,6 +375,8 @@ def _row(entry: Entry, run: Run) -> dict[str, Any]:
         "blocks_gmacs": cost.get("blocks_gmacs"),
         "test": entry.test or {},
         "latency_ms": entry.latency_ms,
+        "int8_map": (entry.int8 or {}).get("mAP"),
+        "int8_ms": (entry.int8 or {}).get("latency_ms"),
         "note": entry.note,
         "same_as": [],  # other runs' entries with this model and these results (see `table_rows`)
     }

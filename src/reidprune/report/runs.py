@@ -33,6 +33,9 @@ class Entry:
     model_dir: where the model is saved (None: not saved, e.g. an unpruned foreign checkpoint).
     latency_ms: PyTorch batch-1 latency of the deploy form (BatchNorm folded, channels_last) measured
       for the report (None when not measured).
+    int8: the run folder's static INT8 note (`export.int8_summary`: mAP, rank1 in percent and
+      ONNX Runtime batch-1 latency_ms of the calibrated QDQ graph) when it was measured on this
+      entry's model, else None.
     """
 
     run: str
@@ -42,6 +45,7 @@ class Entry:
     cost: dict[str, float] = field(default_factory=dict)
     latency_ms: float | None = None
     note: str | None = None
+    int8: dict[str, Any] | None = None
     deploy_ms: float | None = None  # latency on the budget searches' deployment runtime (report/budget.py)
 
     @property
@@ -106,13 +110,15 @@ def _saved_plan(model_dir: Path) -> dict[str, Any] | None:
 
 def load_run(path: str | Path, name: str | None = None) -> Run:
     """Read a prune / train run directory, a model directory or a compress output folder (see the
-    module docstring)."""
+    module docstring); the main entry carries the run's static INT8 note when there is a current one."""
+    from reidprune.export.int8_summary import read_int8_note
     from reidprune.report.budget import read_budget
 
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory not found: {path}")
     run = _load_run(path, name or path.name)
+    run.main.int8 = read_int8_note(run.path, run.main.model_dir)
     run.budget = read_budget(path)
     return run
 

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from reidprune.errors import CompressionError
+from reidprune.models.tokens.indexing import exporting
 from reidprune.models.tokens.layout import BackboneLayout
 from reidprune.models.tokens.method import Plan, Scores, TokenMethod, check_number, normalise_scores
 from reidprune.models.tokens.spec import int_list, per_block, spec_error, with_prefix
@@ -175,6 +176,16 @@ class PruneMergeReducer(TokenHooks):
         scale_index = torch.zeros(n, dtype=torch.long)  # 0 -> a constant 1, 1 + i -> restore_weight[i]
         scale_index[member + p] = 1 + torch.arange(member.numel())
         self.register_buffer("scale_index", scale_index, persistent=False)
+        # residual restore: rows of y - z per output position (a pruned one reads row 0 with scale 0,
+        # so no zero rows are concatenated) and slots 0 -> 1, 1 -> 0, 2 + i -> restore_weight[i]
+        update_index = source.clone()
+        update_index[pruned + p] = 0
+        self.register_buffer("update_index", update_index, persistent=False)
+        update_scale = scale_index + 1
+        update_scale[:p] = 0
+        self.register_buffer("update_scale", update_scale, persistent=False)
+        # exported graphs: each segment as a fixed number of slots (its members, padded with weight 0)
+        self.register_buffer("slots", _segment_slots(seg[member], k), persistent=False)
         w = torch.ones(seg.numel()) if weight is None else torch.as_tensor(weight, dtype=torch.float32)
         w = w[member]
         norm = torch.zeros(k).index_add(0, seg[member], w.pow(2))
@@ -191,14 +202,36 @@ class PruneMergeReducer(TokenHooks):
     def _segment_sum(self, values: Tensor, batch: int) -> Tensor:
         """(B, members, D) -> (B, K, D) sums per segment."""
         out = values.new_zeros(batch, self.num_segments, values.shape[-1])
-        if torch.jit.is_tracing():  # the TorchScript ONNX exporter refuses index_add with repeated indices
-            index = self.segment.view(1, -1, 1).expand(batch, -1, values.shape[-1])
-            return out.scatter_add(1, index, values)
         return out.index_add(1, self.segment, values)  # row-wise: several times faster than scatter_add
+
+    def _merge_exported(self, x: Tensor, weight: Tensor) -> Tensor:
+        """`before_attention` for an exported graph: the same z as one Gather, a Mul and a ReduceSum
+        over (p + K, S) slots (the prefix tokens and the padded segments; the slot weights, divided
+        by their segment's sum for "residual", are constants of the graph). ONNX has no index_add,
+        and its ScatterElements (add) runs element by element in ONNX Runtime and OpenVINO."""
+        b, _, d = x.shape
+        k, s = self.slots.shape
+        p = self.num_prefix_tokens
+        flat = self.slots.flatten()
+        slot_weight = torch.cat([weight, weight.new_zeros(1)]).index_select(0, flat).view(k, s)
+        if self.restore == "residual":
+            slot_weight = slot_weight / slot_weight.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        # prefix token i is a segment of its own: slot 0 holds it with weight 1, the others weight 0
+        prefix = torch.zeros(p, s, dtype=torch.long, device=x.device)
+        prefix[:, 0] = torch.arange(p, device=x.device)
+        positions = torch.cat([self.members, self.members[:1]]).index_select(0, flat).view(k, s)
+        positions = torch.cat([prefix, positions]).flatten()
+        prefix_weight = torch.zeros(p, s, dtype=x.dtype, device=x.device)
+        prefix_weight[:, 0] = 1.0
+        slot_weight = torch.cat([prefix_weight, slot_weight]).view(1, p + k, s, 1)
+        rows = x.index_select(1, positions).view(b, p + k, s, d)
+        return (rows * slot_weight).sum(dim=2)
 
     def before_attention(self, block: Block, x: Tensor, state: TokenState) -> Tensor:
         """z = [prefix tokens, merged segments]: weighted sums (projection) or means (residual)."""
         weight = self.merge_weight.to(x.dtype)
+        if exporting():
+            return self._merge_exported(x, weight)
         merged = self._segment_sum(x.index_select(1, self.members) * weight.unsqueeze(-1), x.shape[0])
         if self.restore == "residual":
             # (1, K, 1) merge-weight sums; the floor keeps a segment whose weights decayed to 0 finite
@@ -208,15 +241,29 @@ class PruneMergeReducer(TokenHooks):
     def after_block(
         self, block: Block, x: Tensor, z: Tensor, y: Tensor, state: TokenState
     ) -> tuple[Tensor, TokenState]:
-        b, _, d = x.shape
-        scale = torch.cat([self.restore_weight.new_ones(1), self.restore_weight]).to(x.dtype)
-        scale = scale.index_select(0, self.scale_index).unsqueeze(-1)
         if self.restore == "projection":
+            scale = torch.cat([self.restore_weight.new_ones(1), self.restore_weight]).to(x.dtype)
+            scale = scale.index_select(0, self.scale_index).unsqueeze(-1)
             out = torch.cat([y, x.index_select(1, self.pruned)], dim=1).index_select(1, self.source)
             return out * scale, state
-        # pruned patches take no update: they skip the block
-        update = torch.cat([y - z, y.new_zeros(b, self.pruned.numel(), d)], dim=1)
-        return x + update.index_select(1, self.source) * scale, state
+        # pruned patches take no update (scale 0): they skip the block
+        fixed = torch.tensor([1.0, 0.0], dtype=self.restore_weight.dtype, device=self.restore_weight.device)
+        scale = torch.cat([fixed, self.restore_weight]).to(x.dtype)
+        scale = scale.index_select(0, self.update_scale).unsqueeze(-1)
+        return x + (y - z).index_select(1, self.update_index) * scale, state
+
+
+def _segment_slots(segment: Tensor, k: int) -> Tensor:
+    """(K, S) member indices of every segment (S = the largest segment), padded with M (a slot of
+    weight 0). segment: (M,) the segment id of each member, in member order."""
+    m = segment.numel()
+    counts = torch.bincount(segment, minlength=k)
+    order = torch.argsort(segment, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(m) - starts[segment[order]]
+    slots = torch.full((k, max(1, int(counts.max()))), m, dtype=torch.long)
+    slots[segment[order], rank] = order
+    return slots
 
 
 class DensePruneMergeReducer(TokenHooks):
