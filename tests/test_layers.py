@@ -10,9 +10,10 @@
     compress | train                                     siblings: neither imports the other
     config                                               ExperimentConfig composes every section
     run_folder                                           one run per output folder
-    jobs                                                 train / prune jobs: compress + train + evaluate
     export                                               ONNX / OpenVINO / INT8 / TensorRT, runtime timing
     budget                                               latency tables, the joint budget search
+    jobs                                                 train / prune / budget jobs: compress + train
+                                                         + evaluate (+ the budget search and its check)
     report -> demo -> cli -> __main__
 
 A package in a later layer may import any earlier one; an import of the same or a later layer
@@ -44,9 +45,9 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "compress train",
         "config",
         "run_folder",
-        "jobs",
         "export",
         "budget",
+        "jobs",
         "report",
         "demo",
         "cli",
