@@ -28,7 +28,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 def _env() -> dict[str, str]:
     src = str(HERE.parents[1] / "src")
-    path = os.pathsep.join(p for p in (src, str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(
+        p for p in (src, str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p
+    )
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reidprune.demo import FILTER_VARIANTS, VARIANTS, DemoResult, run_demo
+from reidprune.demo import FILTER_VARIANTS, VARIANTS, DemoResult, Variant, run_demo
 from reidprune.errors import ConfigError
 from reidprune.run_folder import read_saved_config
 
@@ -25,10 +25,25 @@ TINY = [
 ]
 
 
+# The tiny test model is mostly fixed cost (stem, head, per-op overhead), so x1.5 can be out of
+# reach on a loaded CI machine; x1.1 keeps the budget variant in the end-to-end run.
+TEST_VARIANTS = tuple(
+    Variant(v.name, tuple(o.replace("target_speedup: 1.5", "target_speedup: 1.1") for o in v.overrides))
+    for v in VARIANTS
+)
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path: Path) -> None:
     messages: list[str] = []
-    result = run_demo(tmp_path, overrides=TINY, report=False, log=messages.append, timing_seconds=0.5)
+    result = run_demo(
+        tmp_path,
+        overrides=TINY,
+        variants=TEST_VARIANTS,
+        report=False,
+        log=messages.append,
+        timing_seconds=0.5,
+    )
 
     names = [row["model"] for row in result.rows]
     assert names == ["baseline", *(v.name for v in VARIANTS)]
@@ -44,7 +59,14 @@ def test_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "summary.json").read_text()) == result.rows
 
     messages.clear()
-    run_demo(tmp_path, overrides=TINY, report=False, log=messages.append, timing_seconds=0.5)
+    run_demo(
+        tmp_path,
+        overrides=TINY,
+        variants=TEST_VARIANTS,
+        report=False,
+        log=messages.append,
+        timing_seconds=0.5,
+    )
     assert any(m.startswith("reusing the baseline") for m in messages)
     assert sum(m.startswith("reusing ") for m in messages) == 1 + 2 * len(VARIANTS) + 1
     assert not any(m.startswith(("training", "compressing")) for m in messages)
