@@ -31,7 +31,7 @@ from torch import nn
 from reidprune.atomic import write_json
 from reidprune.errors import CompressionError
 from reidprune.jobs import prune_state
-from reidprune.jobs.schedule import ScheduleResult, drop_resume_files, finetune, position_loader
+from reidprune.jobs.schedule import ScheduleResult, drop_resume_files, final_finetune, position_loader
 from reidprune.train.distributed import dist_info
 
 log = logging.getLogger(__name__)
@@ -101,20 +101,8 @@ def budget_schedule(
         write_json(output_dir / PLAN_JSON, plan)
         prune_state.save_round(output_dir, 1, small, stages)
     searched = small.compression_plan
-    if prune.final_epochs > 0:
-        small, record = finetune(
-            small,
-            prune.final_epochs,
-            cfg,
-            loaders,
-            output_dir / "final",
-            teacher,
-            device,
-            select_best=True,
-            resume=resume,
-        )
-        small.compression_plan = searched
-        stages.append({"stage": "final", **record})
+    small, record = final_finetune(small, searched, cfg, loaders, output_dir, teacher, device, stages, resume)
+    if record is not None:
         plan["finetune"] = {**record, "distill": cfg.train.distill}
     small = small.eval()
     if checks["verify"]:

@@ -13,21 +13,20 @@ writes. `resume=True` continues a killed job from its last finished step (`jobs/
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reidprune.atomic import FolderLockedError, folder_lock, write_json
+from reidprune.atomic import write_json
 from reidprune.compress.schedule import check_prune_config
 from reidprune.config import ExperimentConfig, save_config
-from reidprune.errors import CompressionError, ConfigError
+from reidprune.errors import CompressionError
 from reidprune.jobs.evaluation import evaluate_test
 from reidprune.jobs.loading import job_model
 from reidprune.jobs.schedule import run_schedule
-from reidprune.run_folder import prepare_output_dir
+from reidprune.jobs.setup import claimed_output_dir, job_splits
 
 METRICS_JSON = "metrics.json"
 MODEL_DIR = "model"
@@ -56,7 +55,7 @@ def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False, resume: boo
     removed first).
     """
     from reidprune.train.config import check_train_config
-    from reidprune.train.distributed import broadcast_object, init_distributed
+    from reidprune.train.distributed import init_distributed
 
     family, _ = check_prune_config(cfg.prune)
     check_train_config(cfg.train)  # the fine-tuning settings, before any data or model is loaded
@@ -73,17 +72,7 @@ def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False, resume: boo
     created = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = init_distributed(cfg.device)
     try:
-        with contextlib.ExitStack() as held:
-            refusal = None
-            if info.is_main:  # rank 0 writes; every rank stops with its message
-                try:
-                    held.enter_context(folder_lock(cfg.output_dir))
-                    prepare_output_dir(cfg, resume=resume, overwrite=overwrite)
-                except (ConfigError, FolderLockedError) as err:
-                    refusal = err
-            refusal = broadcast_object(refusal)
-            if refusal is not None:
-                raise refusal
+        with claimed_output_dir(cfg, info, resume=resume, overwrite=overwrite):
             return _prune(cfg, info, resume)
     finally:
         # a group this call created ends with it (a caller's group is the caller's to close)
@@ -92,7 +81,7 @@ def prune_experiment(cfg: ExperimentConfig, overwrite: bool = False, resume: boo
 
 
 def _prune(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
-    from reidprune.data import build_dataset, build_loaders
+    from reidprune.data import build_loaders
     from reidprune.models.forward import use_model_input_size
     from reidprune.models.serialization import save
     from reidprune.train.distributed import barrier, resolve_device
@@ -101,10 +90,7 @@ def _prune(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
-    # rank 0 first: it may generate the synthetic set, which the others then read
-    splits = build_dataset(cfg.data) if info.is_main else None
-    barrier()
-    splits = splits if splits is not None else build_dataset(cfg.data)
+    splits = job_splits(cfg.data, info)
     if not splits.train:
         raise CompressionError(
             f"data.root={cfg.data.root}: calibration and fine-tuning need a training split"

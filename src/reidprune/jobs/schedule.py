@@ -188,6 +188,38 @@ def check_same_plan(plan: CompressionPlan, where: str) -> None:
         )
 
 
+def final_finetune(
+    model: nn.Module,
+    plan: CompressionPlan,
+    cfg: Any,
+    loaders: Any,
+    output_dir: Path,
+    teacher: nn.Module,
+    device: Any,
+    stages: list[dict[str, Any]],
+    resume: bool = False,
+) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The last stage of every schedule: `prune.final_epochs` of fine-tuning into output_dir/final,
+    keeping the best model when a validation split selects one; the result carries `plan` and its
+    record is appended to `stages`. Returns (model, record), record None when final_epochs is 0."""
+    if cfg.prune.final_epochs <= 0:
+        return model, None
+    tuned, record = finetune(
+        model,
+        cfg.prune.final_epochs,
+        cfg,
+        loaders,
+        output_dir / "final",
+        teacher,
+        device,
+        select_best=True,
+        resume=resume,
+    )
+    tuned.compression_plan = plan
+    stages.append({"stage": "final", **record})
+    return tuned, record
+
+
 def _vit_schedule(
     model: nn.Module,
     family: str,
@@ -255,20 +287,8 @@ def _vit_schedule(
         if prune_state.can_save(student):
             prune_state.save_round(output_dir, index + 1, student, stages)
         drop_resume_files(directory)
-    if prune.final_epochs > 0:
-        student, record = finetune(
-            student,
-            prune.final_epochs,
-            cfg,
-            loaders,
-            output_dir / "final",
-            teacher,
-            device,
-            select_best=True,
-            resume=resume,
-        )
-        stages.append({"stage": "final", **record})
     assert plan is not None
+    student, _ = final_finetune(student, plan, cfg, loaders, output_dir, teacher, device, stages, resume)
     student.compression_plan = plan
     return ScheduleResult(student.eval(), plan, stages)
 
@@ -291,20 +311,7 @@ def _filter_schedule(
     if name == "hfp":
         small, plan = prune_filters(model, "hfp", prune.rate, **options)
         stages.append({"stage": "prune once", "method": prune.method})
-        if prune.final_epochs > 0:
-            small, record = finetune(
-                small,
-                prune.final_epochs,
-                cfg,
-                loaders,
-                output_dir / "final",
-                teacher,
-                device,
-                select_best=True,
-                resume=resume,
-            )
-            small.compression_plan = plan
-            stages.append({"stage": "final", **record})
+        small, _ = final_finetune(small, plan, cfg, loaders, output_dir, teacher, device, stages, resume)
         return ScheduleResult(small.eval(), plan, stages)
     callback = filter_pruning_callback(model, name, prune.rate, **options)
     trained, record = finetune(

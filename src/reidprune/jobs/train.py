@@ -9,7 +9,6 @@ Works in one process or under `torchrun` (rank 0 writes; every rank trains and e
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidprune.atomic import FolderLockedError, folder_lock, write_json
+from reidprune.atomic import write_json
 from reidprune.config import ExperimentConfig, save_config
-from reidprune.errors import ConfigError, TrainingError
+from reidprune.errors import TrainingError
 from reidprune.jobs.evaluation import evaluate_test
 from reidprune.jobs.loading import job_model
-from reidprune.run_folder import prepare_output_dir
+from reidprune.jobs.setup import claimed_output_dir, job_splits
 from reidprune.train.config import check_train_config
 from reidprune.train.distributed import barrier, broadcast_object, init_distributed, resolve_device
 from reidprune.train.engine import fit, seed_everything
@@ -56,22 +55,12 @@ def train_experiment(cfg: ExperimentConfig, resume: bool = False, overwrite: boo
     """
     check_train_config(cfg.train)
     info = init_distributed(cfg.device)
-    with contextlib.ExitStack() as held:
-        refusal = None
-        if info.is_main:  # rank 0 writes; every rank stops with its message
-            try:
-                held.enter_context(folder_lock(cfg.output_dir))
-                prepare_output_dir(cfg, resume=resume, overwrite=overwrite)
-            except (ConfigError, FolderLockedError) as err:
-                refusal = err
-        refusal = broadcast_object(refusal)
-        if refusal is not None:
-            raise refusal
+    with claimed_output_dir(cfg, info, resume=resume, overwrite=overwrite):
         return _train(cfg, info, resume)
 
 
 def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
-    from reidprune.data import build_dataset, build_loaders
+    from reidprune.data import build_loaders
     from reidprune.models.forward import use_model_input_size
     from reidprune.models.loading import load_model
     from reidprune.models.serialization import save
@@ -79,10 +68,7 @@ def _train(cfg: ExperimentConfig, info: Any, resume: bool) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
-    # rank 0 first: it may generate the synthetic set, which the others then read
-    splits = build_dataset(cfg.data) if info.is_main else None
-    barrier()
-    splits = splits if splits is not None else build_dataset(cfg.data)
+    splits = job_splits(cfg.data, info)
     if not splits.train:
         raise TrainingError(f"data.root={cfg.data.root}: the data set has no training split")
     model = job_model(cfg, cfg.model.weights, splits.num_classes).train()
