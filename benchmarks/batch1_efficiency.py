@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from latency_model import vit as vit_s_reid
 from reidprune.cli.common import print_table, write_json
 from reidprune.compress.heads import prune_heads
 from reidprune.compress.tokens import prune_tokens
@@ -77,17 +78,7 @@ def vit(smoke: bool) -> nn.Module:
             num_classes=10,
             drop_path=0.0,
         ).eval()
-    return create(
-        "vit_tiny_reid",
-        img_size=[256, 128],
-        patch_size=16,
-        embed_dim=384,
-        num_heads=[6] * 12,
-        head_dim=64,
-        mlp_hidden=[1536] * 12,
-        num_classes=751,
-        drop_path=0.0,
-    ).eval()
+    return vit_s_reid(smoke=False)
 
 
 def calibration(model: nn.Module, batches: int = 2, size: int = 4) -> list[dict[str, torch.Tensor]]:

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from latency_model import vit as vit_s_reid
 from reidprune.cli.common import print_table, write_json
 from reidprune.compress.filters import prune_filters
 from reidprune.compress.heads import prune_heads
@@ -53,17 +54,7 @@ RESULT = Path(__file__).resolve().parent / "results" / "onnx_latency.json"
 
 def vit_small_reid() -> nn.Module:
     """ViT-S/16 with the BNNeck re-ID head at 256x128 (751 Market identities)."""
-    return create(
-        "vit_tiny_reid",
-        img_size=[256, 128],
-        patch_size=16,
-        embed_dim=384,
-        num_heads=[6] * 12,
-        head_dim=64,
-        mlp_hidden=[1536] * 12,
-        num_classes=751,
-        drop_path=0.0,
-    ).eval()
+    return vit_s_reid(smoke=False)
 
 
 def calibration(batches: int = 2, size: int = 4) -> list[dict[str, torch.Tensor]]:
