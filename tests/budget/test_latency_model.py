@@ -145,3 +145,28 @@ def test_a_table_of_an_older_format_is_measured_afresh(tmp_path: Path) -> None:
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"format": 1, "setting": dataclasses.asdict(setting), "points": {"call": 1.0}}))
     assert LatencyCache(setting, old).points == {}
+
+
+def test_the_load_meter_is_timed_cold_for_its_reference_and_next_to_every_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A meter timed warm alone but cold next to big probes made every normalised point too low."""
+    import reidprune.budget.latency as latency
+    from reidprune.budget.probes import CacheFlush
+
+    seen: list[tuple[tuple, tuple]] = []
+    real = latency.interleaved_times
+
+    def spy(fns, **kwargs):  # type: ignore[no-untyped-def]
+        before = kwargs.get("before") or {}
+        seen.append((tuple(fns), tuple((k, type(v).__name__) for k, v in before.items())))
+        return real(fns, **kwargs)
+
+    monkeypatch.setattr(latency, "interleaved_times", spy)
+    with LatencyModel("torch", 1, 1, cache=tmp_path, min_time=0.001) as model:
+        model.call_ms()
+    assert seen, "nothing was timed"
+    for keys, hooks in seen:
+        assert latency.METER in keys
+        assert hooks == ((latency.METER, CacheFlush.__name__),)
+    assert seen[0][0] == (latency.METER,)  # the reference first, alone but cold

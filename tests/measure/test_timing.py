@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -46,3 +48,22 @@ def test_model_call_and_latency_of_plain_modules() -> None:
     model.arch = type("Arch", (), {"img_size": (4, 6)})()  # what reidprune models carry
     stats = latency_ms({"a": model, "b": model}, rounds=3)
     assert set(stats) == {"a", "b"} and all(0 < s["median_ms"] <= s["p90_ms"] for s in stats.values())
+
+
+def test_a_before_hook_runs_untimed_right_before_each_call_of_its_key() -> None:
+    calls: list[str] = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = interleaved_times(fns, rounds=4, warmup=2, before={"b": lambda: calls.append("flush")})
+    assert len(times["a"]) == len(times["b"]) == 4
+    # every call of b, warm-up included, directly follows its hook; a never does
+    for i, name in enumerate(calls):
+        if name == "b":
+            assert calls[i - 1] == "flush"
+        if name == "flush":
+            assert calls[i + 1] == "b"
+    assert calls.count("flush") == calls.count("b") == 6
+
+
+def test_the_hook_is_not_part_of_the_timed_call() -> None:
+    times = interleaved_times({"x": lambda: None}, rounds=3, warmup=1, before={"x": lambda: time.sleep(0.05)})
+    assert max(times["x"]) < 0.05

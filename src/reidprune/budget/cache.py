@@ -18,7 +18,7 @@ from typing import Any
 
 from reidprune.atomic import write_json
 
-FORMAT = 2  # 2: points timed against the load meter, ViT halves chained; older files are re-measured
+FORMAT = 3  # 3: the load meter timed cold (2: warm, ~1.5x too fast); older files are re-measured
 
 
 @dataclass(frozen=True)

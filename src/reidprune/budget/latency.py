@@ -64,6 +64,7 @@ from reidprune.budget.grid import check_grid, interpolate, monotone
 from reidprune.budget.probes import (
     AttentionProbe,
     BlockProbe,
+    CacheFlush,
     CallOverhead,
     EmbeddingProbe,
     FeatureMapHead,
@@ -126,7 +127,7 @@ class Table:
 
 
 AMG_KINDS = ("amg-kv", "amg-skip")
-METER = "load-meter"  # the load meter's name among timed callables and its cached milliseconds
+METER = "load-meter-cold"  # the load meter's name among timed callables and its cached milliseconds
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class LatencyModel:
         self.normalise = normalise
         self._runner: Runner | None = None
         self._meter: Callable[[], Any] | None = None
+        self._flush: Callable[[], Any] | None = None
 
     # -- measuring ---------------------------------------------------------------------------
     def __enter__(self) -> LatencyModel:
@@ -238,7 +240,12 @@ class LatencyModel:
         whole table under one load). normalise: a fixed load meter (`LoadMeter`) runs in the same
         rounds and each figure is the median per-round ratio times the meter's cached milliseconds,
         so that a table timed while other processes slowed the machine by 2x is not 2x too slow;
-        else the plain medians."""
+        else the plain medians.
+
+        The meter is always timed with cold caches (`CacheFlush` right before it, untimed), also
+        for its cached reference: timed alone it ran from warm caches and 1.5x faster than next
+        to a probe that evicts them (a ViT-S MLP chain, measured), which made every normalised
+        point, and so every prediction, about a third too low."""
         run = self.runner
         if not self.normalise:
             times = interleaved_times(fns, min_time=min_time, warmup=2, min_rounds=5, device=run.device)
@@ -246,13 +253,18 @@ class LatencyModel:
         if self._meter is None:
             inputs = (torch.zeros(self.setting.batch, LoadMeter.TOKENS, LoadMeter.DIM),)
             self._meter = run.callable(LoadMeter(), inputs)
-        meter = self._meter
+            self._flush = CacheFlush()
+        meter, cold = self._meter, {METER: self._flush}
         reference = self.cache.get(METER)
         if reference is None:
-            reference = run.time_ms(meter, max(1.0, 4 * self.min_time))
+            samples = interleaved_times(
+                {METER: meter}, min_time=max(1.0, 4 * self.min_time), warmup=2, min_rounds=5,
+                device=run.device, before=cold,
+            )[METER]  # fmt: skip
+            reference = statistics.median(samples) * 1e3
             self.cache.put(METER, reference)
         times = interleaved_times(
-            {**fns, METER: meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device
+            {**fns, METER: meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device, before=cold
         )
         out = {}
         for name in fns:

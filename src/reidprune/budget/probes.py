@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -123,3 +124,16 @@ class LoadMeter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+
+class CacheFlush:
+    """Reads a buffer larger than a server CPU's last-level cache, evicting what earlier calls left
+    there, so that the load meter timed after it starts cold every time (`LatencyModel._time_many`)."""
+
+    BYTES = 64 * 2**20
+
+    def __init__(self) -> None:
+        self.buffer = np.ones(self.BYTES // 8)
+
+    def __call__(self) -> float:
+        return float(self.buffer.sum())

@@ -21,7 +21,7 @@ import math
 import platform
 import statistics
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import torch
@@ -47,6 +47,7 @@ def interleaved_times(
     min_rounds: int = 5,
     max_rounds: int | None = 200,
     device: torch.device | None = None,
+    before: Mapping[Key, Callable[[], Any]] | None = None,
 ) -> dict[Key, list[float]]:
     """Seconds per call of every callable, measured in interleaved rounds.
 
@@ -54,10 +55,15 @@ def interleaved_times(
     rounds: fixed number of rounds; otherwise as many as fill about `min_time` seconds in all
     (between min_rounds and max_rounds; max_rounds=None: no upper bound).
     device: a CUDA device is synchronised before and after every timed call.
+    before: per key, an untimed call made right before each of that key's calls (e.g. evicting the
+      caches, so that a callable is always timed cold whatever ran before it).
     """
+    before = before or {}
     estimate = 0.0
-    for fn in fns.values():
+    for key, fn in fns.items():
         for _ in range(max(warmup, 1)):
+            if key in before:
+                before[key]()
             last = _timed(fn, device)
         estimate += last
     if rounds is None:
@@ -69,6 +75,8 @@ def interleaved_times(
     for r in range(rounds):
         shift = r % len(keys)
         for key in keys[shift:] + keys[:shift]:
+            if key in before:
+                before[key]()
             times[key].append(_timed(fns[key], device))
     return times
 
