@@ -52,6 +52,26 @@ def test_compress_writes_the_plan_and_a_loadable_model(
     assert again.exit_code == 2 and "pass --overwrite" in again.output
 
 
+@pytest.mark.parametrize("method", ["topk", "tome"])
+def test_compress_searches_top_k_or_tome_tokens_and_exports_them(
+    method: str, model_dir: Path, synth_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = _invoke(
+        str(model_dir), "--data-root", str(synth_root), "--target-speedup", "1.3", "--runtime", "gmacs",
+        "--token-method", method, "--out", str(out), "--calib-batches", "2", "data.num_workers=0",
+        "data.batch_size=8",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["search"]["token_method"] == method
+    small = reidprune.load(out / "model")
+    assert small.arch.tokens["method"] == method
+    assert plan["original_gmacs"] / count_gmacs(small)["gmacs"] >= 1.3
+    # verified on counted GMACs, after export_onnx wrote the graph and checked it against PyTorch
+    assert plan["verify"]["onnx"] == str(out / "model.onnx") and (out / "model.onnx").is_file()
+
+
 @pytest.mark.slow
 def test_compress_fine_tunes_with_distillation(model_dir: Path, synth_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -85,6 +105,10 @@ def test_compress_fine_tunes_with_distillation(model_dir: Path, synth_root: Path
         (["--target-speedup", "1.5", "--runtime", "tensorrt"], "runtime 'tensorrt'"),
         (["--target-speedup", "1.5", "--tolerance", "1.5"], "--tolerance 1.5"),
         (["--target-gmacs", "1e-9"], "cannot be reached"),
+        (
+            ["--target-gmacs", "1", "--token-method", "evit"],
+            "--token-method='evit': expected one of amg, topk, tome",
+        ),
     ],
 )
 def test_compress_errors_are_one_line(

@@ -12,10 +12,12 @@ import torch
 
 import reidprune
 from reidprune.budget.api import to_budget
+from reidprune.budget.candidates import TOKEN_METHODS
 from reidprune.budget.latency_cost import LatencyCostModel
 from reidprune.compress.config import PruneConfig
 from reidprune.compress.schedule import (
     BUDGET_LATENCY_OPTIONS,
+    BUDGET_TOKEN_METHODS,
     SCHEDULE_ARGS,
     check_prune_config,
     method_options,
@@ -39,8 +41,13 @@ def test_budget_options_are_to_budgets_keywords_and_the_checks() -> None:
         "batch",
         "threads",
         "measure",
+        "token_kinds",  # set by to_budget from token_method
     }
     assert latency == BUDGET_LATENCY_OPTIONS
+
+
+def test_the_config_knows_the_search_token_methods() -> None:
+    assert BUDGET_TOKEN_METHODS == TOKEN_METHODS
 
 
 @pytest.mark.parametrize(
@@ -65,6 +72,10 @@ def test_budget_options_are_to_budgets_keywords_and_the_checks() -> None:
         (
             PruneConfig("budget", options={"target_gmacs": 1.0, "rate": 0.2}),
             "prune.options.rate is not an option",
+        ),
+        (
+            PruneConfig("budget", options={"target_gmacs": 1.0, "token_method": "evit"}),
+            "prune.options.token_method='evit': expected one of amg, topk, tome",
         ),
     ],
 )
@@ -129,3 +140,32 @@ def test_budget_prune_job_searches_fine_tunes_and_verifies(synth_root: Path, tmp
     assert small.compression_plan.method == "budget-search"
     assert [b["heads"] for b in plan["blocks"]] == small.arch.num_heads
     assert summary["pruned"]["gmacs"] < summary["unpruned"]["gmacs"]
+
+
+def test_a_prune_job_searches_the_token_method_of_its_options(synth_root: Path, tmp_path: Path) -> None:
+    from reidprune.jobs.prune import prune_experiment
+
+    torch.manual_seed(0)
+    weights = reidprune.save(create("vit_tiny_reid", **TINY_VIT), tmp_path / "dense")
+    out = tmp_path / "run"
+    cfg = load_config(
+        overrides=[
+            "data.format=synth",
+            f"data.root={synth_root}",
+            "data.synth_ids=4",
+            "data.num_workers=0",
+            "data.batch_size=8",
+            "data.num_instances=4",
+            "train.progress=false",
+            f"model.weights={weights}",
+            "prune.method=budget",
+            "prune.final_epochs=0",
+            "prune.calib_batches=2",
+            "prune.options={target_speedup: 1.3, runtime: gmacs, token_method: tome, verify: false}",
+            f"output_dir={out}",
+        ]
+    )
+    prune_experiment(cfg)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["search"]["token_method"] == "tome" and plan["predicted_speedup"] >= 1.3
+    assert reidprune.load(out / "model").arch.tokens["method"] == "tome"

@@ -38,6 +38,31 @@ def test_vit_sketch_prediction_equals_the_latency_model_on_the_built_model(mode:
         assert costs.predict(space.sketch(plan)) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("method", ["topk", "tome"])
+def test_top_k_and_tome_sketch_predictions_equal_the_latency_model(method: str, tmp_path: Path) -> None:
+    model = tiny_vit(heads=3)
+    costs = latency_cost_model(
+        model, "torch", batch=1, threads=1, cache=tmp_path, token_kinds=(method,), **OPTIONS
+    )
+    space = vit_space(model, batches(), token_method=method)
+    tables = costs.vit_blocks[0].reducer_tables  # type: ignore[index]
+    assert set(tables) == {method} and tables[method].axes == ((17, 33),)  # tokens entering the block
+    # uneven: block i drops / merges 4 * i tokens and loses i heads; then the cheapest plan
+    uneven = [(4 * g.block if g.kind == "tokens" else g.block) for g in space.groups]
+    for plan in (uneven, space.most_removed()):
+        built = apply_plan(model, space, plan)
+        assert built.arch.tokens["method"] == method
+        assert costs.predict(space.sketch(plan)) == pytest.approx(_predicted(built, tmp_path), rel=1e-9)
+
+
+def test_a_cost_model_without_a_reducers_table_says_so(tmp_path: Path) -> None:
+    model = tiny_vit()
+    costs = latency_cost_model(model, "torch", batch=1, threads=1, cache=tmp_path, **OPTIONS)
+    space = vit_space(model, batches(), token_method="tome")
+    with pytest.raises(CompressionError, match="built without the 'tome' reducer's table"):
+        costs.predict(space.sketch([1 if g.kind == "tokens" else 0 for g in space.groups]))
+
+
 def test_resnet_sketch_prediction_equals_the_latency_model_on_the_extracted_model(tmp_path: Path) -> None:
     model = tiny_resnet()
     costs = latency_cost_model(model, "torch", batch=1, threads=1, cache=tmp_path, **OPTIONS)

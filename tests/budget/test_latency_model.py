@@ -81,15 +81,31 @@ def test_geometry_follows_the_token_spec() -> None:
     assert all(g["queries"] == g["tokens_in"] and g["keys"] <= g["queries"] for g in kv)
 
 
-def test_an_untimed_reducer_geometry_reuses_the_measured_fraction(table: Path) -> None:
-    model = tiny.topk()
+def test_an_untimed_pm_geometry_reuses_the_measured_fraction(table: Path) -> None:
+    model = tiny.pm()
     predict_latency(model, cache=table, **FAST)
     with LatencyModel(cache=table, measure=False, **NO_TIMING) as lm:
         costs = lm.predict(model)
         assert not costs["approximate"]  # every block's geometry is in the table
-        lm.cache.points = {k: v for k, v in lm.cache.points.items() if not k.startswith("reducer|topk")}
+        lm.cache.points = {k: v for k, v in lm.cache.points.items() if not k.startswith("reducer|pm")}
         estimated = lm.predict(model)
     assert estimated["approximate"] and estimated["predicted_ms"] > 0
+
+
+@pytest.mark.parametrize("method", ["topk", "tome"])
+def test_top_k_and_tome_blocks_of_any_geometry_are_priced_from_the_tables(table: Path, method: str) -> None:
+    from reidprune.compress.tokens import prune_tokens
+
+    predict_latency(prune_tokens(tiny.vit_bnneck(), method, 0.4)[0], cache=table, **FAST)
+    other = prune_tokens(tiny.vit_bnneck(), method, 0.7)[0].eval()  # other token counts everywhere
+    with LatencyModel(cache=table, measure=False, **NO_TIMING) as lm:
+        result = lm.predict(other)  # nothing to time: the reducer's extra is a table over tokens in
+    blocks = [b for b in result["blocks"] if b["kind"] == method]
+    assert blocks and not result["approximate"]
+    for block in blocks:  # attention on the tokens entering, MLP on those left
+        assert (
+            block["geometry"]["queries"] == block["geometry"]["tokens_in"] > block["geometry"]["mlp_tokens"]
+        )
 
 
 def test_interpolated_block_cost_grows_with_tokens_keys_heads_and_width(table: Path) -> None:

@@ -3,7 +3,8 @@
     small, plan = to_budget(model, calib_loader, target_gmacs=2.5)
     small, plan = to_budget(model, calib_loader, target_speedup=2.0, runtime="onnxruntime", batch=1, threads=2)
 
-ViT: per-block token keep counts (AMG static kv masks ranked by calibrated Taylor scores) and head
+ViT: per-block token counts (`token_method`: AMG static masks ranked by calibrated Taylor scores,
+EViT top-k drops ranked by class-token attention, or ToMe merges ranked by key similarity) and head
 counts (map entropy), scored in one calibration pass. ResNet: per-conv internal widths (filter norm
 or FPGM criterion). The greedy search (`search.py`) runs once per weighting of heads against
 tokens in `head_weights`; the candidate whose embeddings stay closest to the unpruned model's on
@@ -21,7 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidprune.budget.candidates import SearchSpace, apply_plan, cnn_space, is_vit, vit_space
+from reidprune.budget.candidates import (
+    TOKEN_METHODS,
+    SearchSpace,
+    apply_plan,
+    cnn_space,
+    is_vit,
+    vit_space,
+)
 from reidprune.budget.cost import UNITS, CostModel, GmacsCostModel, latency_cost_model
 from reidprune.budget.proxy import EmbeddingProxy
 from reidprune.budget.search import SearchResult, check_reachable, describe_plan, greedy_search
@@ -63,6 +71,17 @@ def resolve_target(
     return kind, float(value)
 
 
+def check_token_method(value: Any, where: str = "token_method") -> str:
+    """`value` when it is one of TOKEN_METHODS; else a one-line CompressionError naming `where`."""
+    if value not in TOKEN_METHODS:
+        raise CompressionError(f"{where}={value!r}: expected one of {', '.join(TOKEN_METHODS)}")
+    return str(value)
+
+
+# the reducer kinds of the latency model's tables each token method's plans need
+TOKEN_KINDS = {"amg": ("amg-kv", "amg-skip"), "topk": ("topk",), "tome": ("tome",)}
+
+
 def choose_cost_model(
     model: nn.Module,
     kind: str,
@@ -71,9 +90,11 @@ def choose_cost_model(
     threads: int | None,
     cost_model: CostModel | None,
     latency: Mapping[str, Any] | None = None,
+    token_method: str = "amg",
 ) -> CostModel:
     """The cost model a target needs: GMACs for target_gmacs or runtime "gmacs", else the runtime's
-    latency model (built with the `latency` options); a given `cost_model` must have the target's unit."""
+    latency model (built with the `latency` options and the reducer tables of `token_method`); a
+    given `cost_model` must have the target's unit."""
     if cost_model is not None:
         if getattr(cost_model, "unit", None) not in UNITS:
             raise CompressionError(
@@ -93,7 +114,14 @@ def choose_cost_model(
         return GmacsCostModel.for_model(model)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise CompressionError(f"batch={batch!r}: expected an int >= 1")
-    return latency_cost_model(model, runtime, batch=batch, threads=threads, **dict(latency or {}))
+    return latency_cost_model(
+        model,
+        runtime,
+        batch=batch,
+        threads=threads,
+        token_kinds=TOKEN_KINDS[token_method],
+        **dict(latency or {}),
+    )
 
 
 def take_batches(data: Iterable[Mapping[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
@@ -125,6 +153,7 @@ def to_budget(
     correction: float = 1.0,
     calib_batches: int = 8,
     head_weights: Sequence[float] = DEFAULT_HEAD_WEIGHTS,
+    token_method: str = "amg",
     token_mode: str = "skip",
     min_tokens: int = 1,
     min_heads: int = 1,
@@ -146,14 +175,20 @@ def to_budget(
       tighter. 1 = trust the cost model.
     calib_batches: batches taken from `data` (0 = all). head_weights: weights of head importance
       against token importance; one search per value, the proxy picks (ViT only).
-    token_mode: "skip" (default: pruned tokens skip the block, MLP included, so large speed-ups are
-      reachable) or AMG "kv" (fewer keys / values only; every token still goes through the MLP).
-    min_tokens / min_heads: patch tokens and heads every block keeps. criterion: CNN filter score
-      "l1" | "l2" | "fpgm". seed: which batches a shuffling loader yields.
+    token_method: how ViT tokens are removed: "amg" (static masks, default), "topk" (EViT: each block
+      may drop tokens after its attention, gone from the MLP and every later block) or "tome"
+      (ToMe: each block may merge up to half of its tokens). Searched jointly with the heads.
+    token_mode: AMG's masks: "skip" (default: pruned tokens skip the block, MLP included, so large
+      speed-ups are reachable) or "kv" (fewer keys / values only; every token still goes through the
+      MLP). Ignored by top-k / ToMe.
+    min_tokens / min_heads: patch tokens every block keeps (top-k / ToMe: the plan leaves after its
+      last block) and heads every block keeps. criterion: CNN filter score "l1" | "l2" | "fpgm".
+      seed: which batches a shuffling loader yields.
     The plan lists per block the kept tokens / heads (ViT) or widths (CNN) and the predicted cost,
     the dense and predicted cost, the measured GMACs, and every candidate the search compared.
     """
     kind, value = resolve_target(target_speedup, target_latency_ms, target_gmacs)
+    check_token_method(token_method)
     vit = is_vit(model)
     if vit and data is None:
         raise CompressionError("a ViT budget search needs calibration data (data=loader of batch dicts)")
@@ -164,11 +199,17 @@ def to_budget(
         raise CompressionError(
             f"correction={correction!r}: expected a measured / predicted ratio in [0.1, 10]"
         )
-    costs = choose_cost_model(model, kind, runtime, batch, threads, cost_model, latency)
+    costs = choose_cost_model(model, kind, runtime, batch, threads, cost_model, latency, token_method)
     batches = take_batches(data, calib_batches, seed) if data is not None else []
     if vit:
         space = vit_space(
-            model, batches, mode=token_mode, min_tokens=min_tokens, min_heads=min_heads, device=device
+            model,
+            batches,
+            mode=token_mode,
+            token_method=token_method,
+            min_tokens=min_tokens,
+            min_heads=min_heads,
+            device=device,
         )
     else:
         space = cnn_space(model, criterion=criterion)
@@ -248,6 +289,7 @@ def _plan_dict(
         "search": {
             "algorithm": "greedy: least importance lost per predicted cost saved, cost re-predicted every step",
             "space": space.info,
+            "token_method": space.token_method if space.family == "vit" else None,
             "kind_weights": result.kind_weights,
             "steps": result.steps,
             "chosen": chosen,

@@ -14,6 +14,15 @@ norm), d_g the group's depth factor (tokens 1 - c*l as AMG, heads 1 / (1 + delta
 then carries the same mass d_g, and a unit's weight is the fraction of its block's signal it holds.
 A plan's loss is sum_g d_g * -ln(kept fraction of g's mass) (`Group.loss`): additive while little
 of a group is removed, and ever steeper as a group empties.
+
+Token groups depend on the token method. AMG: one group per block, its units the block's key
+positions (static masks; blocks are independent). top-k / ToMe: one group per block, its units
+the tokens the block drops (top-k) or merges away (ToMe), the r-th unit the r-th cheapest such
+removal on the dense model (`reduction_scores`). A token removed in block i is gone from every
+later block, so the blocks are chained: the sketch's tokens are cumulative, the unit's importance
+sums what it holds in block i and every later block, and a group can only lose what the plan
+leaves it (`SearchSpace.capacity`: at least `min_tokens` patches stay; ToMe merges at most half
+the tokens entering a block).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +39,11 @@ from torch import Tensor, nn
 
 from reidprune.budget.sketch import CnnSketch, Sketch, VitSketch
 from reidprune.errors import CompressionError
+from reidprune.models.tokens.tome import tome_max_r
 
 KINDS = ("tokens", "heads", "filters")
+TOKEN_METHODS = ("amg", "topk", "tome")  # AMG static masks, EViT top-k drops, ToMe merges
+CHAINED_METHODS = ("topk", "tome")  # a token removed in one block is gone from every later block
 FILTER_CRITERIA = ("l1", "l2", "fpgm")
 TOKEN_DISCOUNT = {"kv": 0.03, "skip": 0.015}  # AMG's depth discounts (compress.tokens)
 HEAD_DEPTH_WEIGHT = 0.02  # AMG's delta (compress.heads)
@@ -80,13 +92,24 @@ class Group:
 
 @dataclass
 class SearchSpace:
-    """Groups of a model plus its dense sketch; `sketch(removed)` describes any plan."""
+    """Groups of a model plus its dense sketch; `sketch(removed)` describes any plan.
+
+    token_method: "amg" | "topk" | "tome" (ViT). num_prefix: prefix tokens (never removed);
+    min_tokens: patch tokens a chained (top-k / ToMe) plan leaves at least."""
 
     family: str  # "vit" | "cnn"
     groups: list[Group]
     base: Sketch
     mode: str = "kv"
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    token_method: str = "amg"
+    num_prefix: int = 1
+    min_tokens: int = 1
+
+    @property
+    def chained(self) -> bool:
+        """True when a token removed in one block is gone from every later block (top-k, ToMe)."""
+        return self.family == "vit" and self.token_method in CHAINED_METHODS
 
     def sketch(self, removed: Sequence[int]) -> Sketch:
         if isinstance(self.base, VitSketch):
@@ -96,14 +119,80 @@ class SearchSpace:
                     kept[group.block] -= n
                 else:
                     heads[group.block] -= n
-            return VitSketch(self.base.tokens, tuple(kept), tuple(heads), self.base.mode)
+            tokens = list(self.base.tokens)
+            if self.chained:  # kept[i] holds block i's own removals: carry them through
+                current = tokens[0]
+                for i, dropped in enumerate(n - k for n, k in zip(self.base.kept, kept, strict=True)):
+                    tokens[i] = current
+                    current -= dropped
+                    kept[i] = current
+            return VitSketch(tuple(tokens), tuple(kept), tuple(heads), self.base.mode, self.token_method)
         widths = [list(w) for w in self.base.widths]
         for group, n in zip(self.groups, removed, strict=True):
             widths[group.block][group.slot] -= n
         return CnnSketch(tuple(tuple(w) for w in widths))
 
+    def feasible(self, removed: Sequence[int]) -> bool:
+        """Whether the plan can be built: every group within its units and, for chained methods, at
+        least `min_tokens` patches left and no ToMe block merging more than it can."""
+        if any(not 0 <= n <= g.removable for g, n in zip(self.groups, removed, strict=True)):
+            return False
+        if not self.chained:
+            return True
+        sketch = self.sketch(removed)
+        if sketch.kept[-1] < self.num_prefix + self.min_tokens:  # type: ignore[union-attr]
+            return False
+        if self.token_method == "tome":
+            return all(
+                n - k <= tome_max_r(n, self.num_prefix)
+                for n, k in zip(sketch.tokens, sketch.kept, strict=True)  # type: ignore[union-attr]
+            )
+        return True
+
+    def capacity(self, removed: Sequence[int], index: int) -> int:
+        """How many more units group `index` can lose from the plan `removed` (0 = none)."""
+        group = self.groups[index]
+        most = group.removable - removed[index]
+        if not self.chained or group.kind != "tokens" or most <= 0:
+            return max(0, most)
+        # the plan's patch budget is shared by every block; top-k has no other bound
+        spent = sum(n for g, n in zip(self.groups, removed, strict=True) if g.kind == "tokens")
+        most = min(most, self.base.tokens[0] - self.num_prefix - self.min_tokens - spent)  # type: ignore[union-attr]
+        if self.token_method == "topk" or most <= 0:
+            return max(0, most)
+        return largest(most, lambda n: self.feasible(_with(removed, index, n)))
+
+    def shift_capacity(self, removed: Sequence[int], to: int, source: int) -> int:
+        """How many of group `source`'s removed units can move to group `to` (chained methods: an
+        earlier block), keeping the plan feasible."""
+        most = min(removed[source], self.groups[to].removable - removed[to])
+        return largest(most, lambda n: self.feasible(_with(_with(removed, to, n), source, -n)))
+
     def most_removed(self) -> list[int]:
-        return [g.removable for g in self.groups]
+        """The cheapest plan: every group at its minimum; chained methods remove tokens as early as
+        they can (every block then sees the fewest tokens possible)."""
+        removed = [0] * len(self.groups)
+        for index in range(len(self.groups)):
+            removed[index] = self.capacity(removed, index)
+        return removed
+
+
+def largest(most: int, ok: Callable[[int], bool]) -> int:
+    """The largest n in 0..most with ok(n), for a predicate true up to some n and false after."""
+    low, high = 0, most
+    while low < high:
+        middle = (low + high + 1) // 2
+        if ok(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _with(removed: Sequence[int], index: int, n: int) -> list[int]:
+    out = list(removed)
+    out[index] += n
+    return out
 
 
 def is_vit(model: nn.Module) -> bool:
@@ -112,13 +201,13 @@ def is_vit(model: nn.Module) -> bool:
     return any(isinstance(m, VisionTransformer) for m in model.modules())
 
 
-def base_sketch(model: nn.Module, mode: str = "kv") -> Sketch:
+def base_sketch(model: nn.Module, mode: str = "kv", method: str = "amg") -> Sketch:
     """The sketch of `model` as it is (no reduction by this search)."""
     if is_vit(model):
         layout = _dense_layout(model)
         n = layout.num_tokens
         heads = tuple(block.attn.num_heads for block in layout.blocks)
-        return VitSketch((n,) * layout.depth, (n,) * layout.depth, heads, mode)
+        return VitSketch((n,) * layout.depth, (n,) * layout.depth, heads, mode, method)
     from reidprune.compress.filters.targets import require_resnet
     from reidprune.models.resnet import resolved_mid_widths
 
@@ -170,50 +259,131 @@ def vit_space(
     batches: Sequence[dict[str, Any]],
     *,
     mode: str = "kv",
+    token_method: str = "amg",
     min_tokens: int = 1,
     min_heads: int = 1,
     token_step: int | None = None,
     device: torch.device | str | None = None,
 ) -> SearchSpace:
-    """Token and head groups of a ViT, scored by ONE calibration pass (Taylor key scores and head
-    entropies together). batches: calibration batch dicts with "image" and "label".
+    """Token and head groups of a ViT, scored by ONE calibration pass (token scores and head
+    entropies together). batches: calibration batch dicts with "image" (and "label" for AMG).
 
-    min_tokens: patch tokens every block keeps (CLS is always kept); min_heads: heads per block.
-    token_step: tokens removed per search step (default P // 32, at least 1).
+    token_method: "amg" (static masks, Taylor key scores; `mode` kv | skip), "topk" (EViT drops,
+      class-token attention) or "tome" (merges, key similarity); see the module docstring.
+    min_tokens: patch tokens every block keeps (AMG) / the plan leaves (top-k, ToMe); CLS always
+      stays. min_heads: heads per block. token_step: tokens per search step (default P // 32, >= 1).
     """
-    from reidprune.compress.calibration import calibrate
     from reidprune.compress.heads.importance import HeadEntropy
-    from reidprune.compress.tokens.scores import TaylorKeyScore, scores_by_position
 
-    if mode not in TOKEN_DISCOUNT:
+    if token_method not in TOKEN_METHODS:
+        raise CompressionError(f"token_method={token_method!r}: expected one of {', '.join(TOKEN_METHODS)}")
+    if token_method == "amg" and mode not in TOKEN_DISCOUNT:
         raise CompressionError(f"token mode must be 'kv' or 'skip'; got {mode!r}")
     layout = _dense_layout(model)
     depth, n_tok, patches = layout.depth, layout.num_tokens, layout.num_patches
     if not 1 <= min_tokens <= patches:
         raise CompressionError(f"min_tokens={min_tokens}: expected 1..{patches} (patch tokens per block)")
     names = [layout.attn_name(i) for i in range(depth)]
-    tokens_stat, heads_stat = TaylorKeyScore(names), HeadEntropy()
-    summary = calibrate(model, batches, [tokens_stat, heads_stat], device=device)
-    raw = scores_by_position(tokens_stat, names, [None] * depth, n_tok)
+    heads_stat = HeadEntropy()
+    if token_method == "amg":
+        summary, tokens = _amg_token_weights(model, batches, layout, names, heads_stat, mode, device)
+    else:
+        summary, tokens = _chained_token_weights(
+            model, batches, layout, names, heads_stat, token_method, device
+        )
     entropies = heads_stat.entropies()
-    missing = [name for name in names if name not in tokens_stat.sums or name not in entropies]
+    missing = [name for name in names if name not in entropies]
     if missing:
         raise CompressionError(f"calibration did not reach the attention layers {missing}")
     step = token_step if token_step is not None else max(1, patches // 32)
     groups: list[Group] = []
-    positions = torch.arange(1, n_tok)
     for i, name in enumerate(names):
-        discount = max(1.0 - TOKEN_DISCOUNT[mode] * i, MIN_DEPTH_FACTOR)
-        groups.append(
-            _group("tokens", i, 0, name, positions, _normalised(raw[i, 1:], discount), min_tokens, step)
-        )
+        ids, weights = tokens[i]
+        # top-k keeps min_tokens per block; ToMe's bound comes from `SearchSpace.capacity`
+        keep = 0 if token_method == "tome" else min_tokens
+        groups.append(_group("tokens", i, 0, name, ids, weights, keep, step))
         heads = layout.blocks[i].attn.num_heads
         if heads > min_heads:
             concentration = math.log2(n_tok) - entropies[name].double()
             weights = _normalised(concentration, 1.0 / (1.0 + HEAD_DEPTH_WEIGHT * i))
             groups.append(_group("heads", i, 0, name, torch.arange(heads), weights, min_heads, 1))
-    info = {"calibration": {"batches": summary.batches, "images": summary.images}, "mode": mode}
-    return SearchSpace("vit", groups, base_sketch(model, mode), mode, info)
+    info: dict[str, Any] = {
+        "calibration": {"batches": summary.batches, "images": summary.images},
+        "token_method": token_method,
+    }
+    if token_method == "amg":
+        info["mode"] = mode
+    return SearchSpace(
+        "vit",
+        groups,
+        base_sketch(model, mode, token_method),
+        mode,
+        info,
+        token_method=token_method,
+        num_prefix=layout.num_prefix_tokens,
+        min_tokens=min_tokens,
+    )
+
+
+def _amg_token_weights(
+    model: nn.Module,
+    batches: Sequence[dict[str, Any]],
+    layout: Any,
+    names: list[str],
+    heads_stat: Any,
+    mode: str,
+    device: torch.device | str | None,
+) -> tuple[Any, list[tuple[Tensor, Tensor]]]:
+    """(calibration summary, per block (patch positions, normalised Taylor key scores))."""
+    from reidprune.compress.calibration import calibrate
+    from reidprune.compress.tokens.scores import TaylorKeyScore, scores_by_position
+
+    tokens_stat = TaylorKeyScore(names)
+    summary = calibrate(model, batches, [tokens_stat, heads_stat], device=device)
+    missing = [name for name in names if name not in tokens_stat.sums]
+    if missing:
+        raise CompressionError(f"calibration did not reach the attention layers {missing}")
+    raw = scores_by_position(tokens_stat, names, [None] * layout.depth, layout.num_tokens)
+    positions = torch.arange(layout.num_prefix_tokens, layout.num_tokens)
+    out = []
+    for i in range(layout.depth):
+        discount = max(1.0 - TOKEN_DISCOUNT[mode] * i, MIN_DEPTH_FACTOR)
+        out.append((positions, _normalised(raw[i, layout.num_prefix_tokens :], discount)))
+    return summary, out
+
+
+def _chained_token_weights(
+    model: nn.Module,
+    batches: Sequence[dict[str, Any]],
+    layout: Any,
+    names: list[str],
+    heads_stat: Any,
+    method: str,
+    device: torch.device | str | None,
+) -> tuple[Any, list[tuple[Tensor, Tensor]]]:
+    """(calibration summary, per block (unit ordinals, importance)) for top-k drops / ToMe merges.
+
+    Each block's dense-model losses (`reduction_scores`) are normalised to the block's depth factor
+    (AMG skip's 1 - 0.015 l); a unit of block i then weighs what it holds in block i plus the same
+    rank's weight in every later block, since the token it removes is gone from all of them."""
+    from reidprune.budget.reduction_scores import ClsAttentionMass, MergeDistance
+    from reidprune.compress.calibration import calibrate
+
+    if method == "topk":
+        stat: Any = ClsAttentionMass(names, layout.num_prefix_tokens, layout.has_class_token)
+        summary = calibrate(model, batches, [stat, heads_stat], device=device)
+    else:
+        stat = MergeDistance(layout)
+        with stat.capturing():
+            summary = calibrate(model, batches, [heads_stat], device=device)
+        stat.all_reduce()
+    per_block = []
+    for i, name in enumerate(names):
+        discount = max(1.0 - TOKEN_DISCOUNT["skip"] * i, MIN_DEPTH_FACTOR)
+        per_block.append(_normalised(stat.mean(name), discount))
+    carried = torch.stack(per_block).flip(0).cumsum(0).flip(0)  # block i: sum over blocks >= i
+    ids = torch.arange(carried.shape[1])
+    return summary, [(ids, carried[i]) for i in range(layout.depth)]
 
 
 def cnn_space(
@@ -288,16 +458,40 @@ def _apply_vit(model: nn.Module, space: SearchSpace, removed: Sequence[int]) -> 
     }
     new = remove_heads(model, keep) if keep else copy.deepcopy(model)
     layout = find_backbone(new)
-    kept: list[list[int] | None] = [None] * layout.depth
-    for group, n in zip(space.groups, removed, strict=True):
-        if group.kind == "tokens" and n:
-            kept[group.block] = [0, *kept_units(group, n)]
-    if any(k is not None for k in kept):
-        spec = {"method": "amg", "mode": space.mode, "num_tokens": layout.num_tokens, "kept": kept}
+    spec = _token_spec(space, removed, layout)
+    if spec is not None:
         attach_reducers(new, spec)
         if getattr(new, "arch", None) is not None:
             new.arch = dataclasses.replace(new.arch, tokens=spec)
     return new
+
+
+def _token_spec(space: SearchSpace, removed: Sequence[int], layout: Any) -> dict[str, Any] | None:
+    """The `arch.tokens` spec of the plan's token removals (None: no token is removed)."""
+    from reidprune.models.tokens.spec import with_prefix
+
+    lost = [0] * layout.depth
+    units: list[list[int] | None] = [None] * layout.depth
+    for group, n in zip(space.groups, removed, strict=True):
+        if group.kind == "tokens" and n:
+            lost[group.block] = n
+            units[group.block] = kept_units(group, n)
+    if not any(lost):
+        return None
+    prefix = list(range(layout.num_prefix_tokens))
+    if space.token_method == "amg":
+        kept = [[*prefix, *u] if u is not None else None for u in units]
+        spec = {"method": "amg", "mode": space.mode, "num_tokens": layout.num_tokens, "kept": kept}
+    elif space.token_method == "topk":
+        keep: list[int | None] = []
+        patches = layout.num_patches
+        for n in lost:
+            patches -= n
+            keep.append(patches if n else None)
+        spec = {"method": "topk", "num_tokens": layout.num_tokens, "fuse": False, "keep": keep}
+    else:
+        spec = {"method": "tome", "num_tokens": layout.num_tokens, "prop_attn": True, "r": lost}
+    return with_prefix(spec, layout.num_prefix_tokens)
 
 
 def _apply_cnn(model: nn.Module, space: SearchSpace, removed: Sequence[int]) -> nn.Module:

@@ -74,22 +74,48 @@ class ConvTerm:
         return self.factor * c_in * c_out
 
 
-def vit_block_macs(shape: VitBlockShape, tokens: int, kept: int, heads: int, mode: str) -> int:
+def vit_block_macs(
+    shape: VitBlockShape,
+    tokens: int,
+    kept: int,
+    heads: int,
+    mode: str,
+    method: str = "amg",
+    class_token: bool = True,
+) -> int:
     """MACs of one ViT block per image, as FlopCounterMode counts them.
 
-    kv: q for all `tokens`, k / v for `kept`, attention tokens x kept, proj and MLP for all tokens.
-    skip: the whole block on `kept` tokens only.
+    AMG kv: q for all `tokens`, k / v for `kept`, attention tokens x kept, proj and MLP for all
+    tokens. AMG skip: the whole block on `kept` tokens only. top-k / ToMe: attention on all
+    `tokens`, MLP on the `kept` ones, plus the reducer's own products when kept < tokens: top-k the
+    class token's attention row (heads x tokens x head_dim; every query's without a class token),
+    ToMe the bipartite similarity of the head-averaged keys (ceil(N/2) x floor(N/2) x head_dim).
     """
     inner = heads * shape.head_dim
-    if mode == "skip":
-        tokens = kept
-    return (
-        tokens * shape.dim * inner  # q
-        + kept * shape.dim * 2 * inner  # k, v
-        + 2 * heads * tokens * kept * shape.head_dim  # q k^T and (weights) v
+    if method == "amg":
+        if mode == "skip":
+            tokens = kept
+        return (
+            tokens * shape.dim * inner  # q
+            + kept * shape.dim * 2 * inner  # k, v
+            + 2 * heads * tokens * kept * shape.head_dim  # q k^T and (weights) v
+            + tokens * inner * shape.dim  # proj
+            + 2 * tokens * shape.dim * shape.mlp  # fc1, fc2
+        )
+    macs = (
+        3 * tokens * shape.dim * inner  # q, k, v
+        + 2 * heads * tokens * tokens * shape.head_dim  # q k^T and (weights) v
         + tokens * inner * shape.dim  # proj
-        + 2 * tokens * shape.dim * shape.mlp  # fc1, fc2
+        + 2 * kept * shape.dim * shape.mlp  # fc1, fc2 on the tokens left
     )
+    if kept < tokens:
+        if method == "topk":
+            macs += inner * tokens * (1 if class_token else tokens)
+        elif method == "tome":
+            macs += ((tokens + 1) // 2) * (tokens // 2) * shape.head_dim
+        else:
+            raise CompressionError(f"token method {method!r}: expected amg, topk or tome")
+    return macs
 
 
 class GmacsCostModel:
@@ -102,10 +128,12 @@ class GmacsCostModel:
         fixed_gmacs: float,
         vit_blocks: list[VitBlockShape] | None = None,
         cnn_blocks: list[list[ConvTerm]] | None = None,
+        class_token: bool = True,
     ) -> None:
         self.fixed_gmacs = fixed_gmacs
         self.vit_blocks = vit_blocks
         self.cnn_blocks = cnn_blocks
+        self.class_token = class_token  # top-k ranks by the class token's row, else by every query's
 
     @classmethod
     def for_model(cls, model: nn.Module) -> GmacsCostModel:
@@ -115,8 +143,10 @@ class GmacsCostModel:
 
         measured = count_gmacs(model)["gmacs"]
         if is_vit(model):
+            from reidprune.compress.tokens.layout import find_backbone
+
             shapes = _vit_shapes(model)
-            built = cls(0.0, vit_blocks=shapes)
+            built = cls(0.0, vit_blocks=shapes, class_token=find_backbone(model).has_class_token)
         else:
             built = cls(0.0, cnn_blocks=_cnn_terms(model))
         built.fixed_gmacs = measured - built.blocks_gmacs(base_sketch(model))
@@ -128,7 +158,7 @@ class GmacsCostModel:
             if self.vit_blocks is None or len(sketch.heads) != len(self.vit_blocks):
                 raise CompressionError("GMACs cost model: the sketch does not describe this ViT's blocks")
             return [
-                vit_block_macs(shape, n, c, h, sketch.mode) / 1e9
+                vit_block_macs(shape, n, c, h, sketch.mode, sketch.method, self.class_token) / 1e9
                 for shape, n, c, h in zip(
                     self.vit_blocks, sketch.tokens, sketch.kept, sketch.heads, strict=True
                 )

@@ -14,8 +14,11 @@ measured by timing isolated probes (`budget.probes`) on the runtime, net of the 
   What a reducer changes is read from the token spec (`reidprune.compress.tokens.current_spec`):
   AMG kv (all queries, kept keys), AMG skip (only kept tokens go through), top-k (attention on all,
   MLP on the kept), ToMe (attention on all, MLP on the merged), PM (both on the merged tokens).
-  A reducer block is timed once as it is (its gathers, top-k, matching), and what it costs beyond
-  the two halves is kept as a fraction, which blocks of the same kind not yet timed reuse.
+  AMG, top-k and ToMe reducers add their own work as an extra measured once per model family (AMG:
+  a fixed ms per kind; top-k / ToMe: a table over the tokens entering the block, `_drop_extra`),
+  so that every plan of the budget search is priced from tables alone. A PM block is timed once as
+  it is, and what it costs beyond the two halves is kept as a fraction, which PM blocks not yet
+  timed reuse.
 - ResNet block = a table over its internal conv widths (bottleneck conv1 x conv2, basic conv1) for
   each (block type, input channels, spatial size, stage width, stride), built from the block class.
 - Stem and head: a ViT with its blocks removed (patch embedding, CLS / position / camera
@@ -127,25 +130,35 @@ class Table:
 
 
 AMG_KINDS = ("amg-kv", "amg-skip")
+DROP_KINDS = ("topk", "tome")  # reducers that shorten the sequence: extra ms over the tokens entering
 METER = "load-meter-cold"  # the load meter's name among timed callables and its cached milliseconds
 
 
 @dataclass(frozen=True)
 class VitBlockTables:
-    """What one ViT block's cost is read from: its two halves' tables and the AMG reducers' extra ms."""
+    """What one ViT block's cost is read from: its two halves' tables, the AMG reducers' extra ms and
+    the top-k / ToMe reducers' extra ms over the tokens entering the block."""
 
     attention: Table
     mlp: Table
     reducer_ms: dict[str, float]  # AMG kind -> extra milliseconds of its gathers (uncalibrated)
+    reducer_tables: dict[str, Table] = field(default_factory=dict)  # top-k / ToMe kind -> extra ms
 
 
 def vit_block_ms(tables: VitBlockTables, geo: dict[str, Any], scale: float) -> float:
-    """Calibrated milliseconds of a ViT block of `geo` (vit_geometry's keys); AMG and dense kinds.
+    """Calibrated milliseconds of a ViT block of `geo` (vit_geometry's keys); dense, AMG, top-k and
+    ToMe kinds (top-k / ToMe: attention on the tokens entering, MLP on those left, plus the
+    reducer's extra at `tokens_in`).
 
     The one formula both `LatencyModel.predict` and the search's cost model use, so they agree exactly."""
     raw = tables.attention.at([geo["queries"], geo["keys"] / geo["queries"], geo["heads"]])
     raw += tables.mlp.at([geo["mlp_tokens"], geo["hidden"]])
-    return scale * (raw + tables.reducer_ms.get(geo["kind"], 0.0))
+    kind = geo["kind"]
+    if kind in tables.reducer_tables:
+        raw += tables.reducer_tables[kind].at([geo["tokens_in"]])
+    elif kind in DROP_KINDS:
+        raise LookupError(f"no '{kind}' reducer table was built for this block (vit_tables(kinds=...))")
+    return scale * (raw + tables.reducer_ms.get(kind, 0.0))
 
 
 class LatencyModel:
@@ -354,8 +367,10 @@ class LatencyModel:
 
     def vit_tables(self, model: nn.Module, kinds: Sequence[str] = ()) -> dict[str, Any]:
         """The tables every block of `model`'s family is priced from (see `vit_block_ms`):
-        {"blocks": [VitBlockTables], "fixed_ms", "full": (tokens, heads, hidden)}; `kinds`: AMG
-        kinds whose reducer extra is timed too (those of the model's own blocks always are)."""
+        {"blocks": [VitBlockTables], "fixed_ms", "full": (tokens, heads, hidden)}; `kinds`: AMG /
+        top-k / ToMe kinds whose reducer extra is timed too (those of the model's own blocks always
+        are; top-k and ToMe with the model's own fuse / prop_attn, else without fusion and with
+        proportional attention, as the budget search builds them)."""
         backbone = vit_backbone(model)
         geometry = vit_geometry(model)
         dim = backbone.embed_dim
@@ -368,9 +383,16 @@ class LatencyModel:
         )
         attention = self.attention_table(dim, head_dim, bias, full[:2])
         mlp = self.mlp_table(dim, (full[0], full[2]))
-        wanted = sorted({*kinds, *(g["kind"] for g in geometry if g["kind"] in AMG_KINDS)})
-        reducers = {kind: self._amg_extra(kind, backbone, full, attention, mlp) for kind in wanted}
-        tables = VitBlockTables(attention, mlp, reducers)
+        wanted = {*kinds, *(g["kind"] for g in geometry)}
+        reducers = {
+            kind: self._amg_extra(kind, backbone, full, attention, mlp)
+            for kind in sorted(wanted & set(AMG_KINDS))
+        }
+        drops = {
+            kind: self._drop_extra(kind, backbone, full, attention, mlp, _drop_variant(model, kind))
+            for kind in sorted(wanted & set(DROP_KINDS))
+        }
+        tables = VitBlockTables(attention, mlp, reducers, drops)
         fixed = self.point(
             f"vit-fixed|{_arch_key(model, ('num_heads', 'mlp_hidden', 'tokens'))}",
             lambda: _vit_fixed(model, self.setting.batch),
@@ -398,6 +420,46 @@ class LatencyModel:
         halves = attention.at([queries, kept / queries, heads]) + mlp.at([queries, hidden])
         return max(0.0, whole - halves)
 
+    def _drop_extra(
+        self,
+        kind: str,
+        backbone: VisionTransformer,
+        full: tuple[int, int, int],
+        attention: Table,
+        mlp: Table,
+        variant: dict[str, bool],
+    ) -> Table:
+        """Extra ms of a top-k / ToMe reducer over the tokens entering its block (token axis of the
+        grid). At each point a full-size block of the family that removes about half of its tokens
+        (top-k keeps half of the patches, ToMe merges half of what it can) and the same block
+        without its reducer are timed once, unchained (a sequence that shrinks cannot be chained),
+        in the same rounds: the block costs `dense halves x with / without` (the table halves of
+        the dense block, scaled by the reducer's measured ratio), and what that exceeds the
+        reduced block's halves (attention on all tokens, MLP on those left) is the extra."""
+        n_full, heads, hidden = full
+        block = backbone.blocks[0]
+        dim, head_dim = backbone.embed_dim, block.attn.head_dim
+        shape = f"dim={dim}|head_dim={head_dim}|bias={int(block.attn.qkv.bias is not None)}|heads={heads}|hidden={hidden}"
+        options = "|".join(f"{k}={int(v)}" for k, v in sorted(variant.items()))
+        tokens_axis = axis(n_full, self.grid.token_fractions, 3)
+        entries = []
+        for i, t in enumerate(tokens_axis):
+            build = lambda t=t, reduce=True: (  # noqa: E731
+                BlockProbe(_drop_block(kind, backbone, heads, hidden, t, variant if reduce else None)),
+                self._tokens(dim, t),
+            )
+            entries.append(((i, 0), f"reducer|{kind}|{options}|{shape}|n={t}", build))
+            entries.append(((i, 1), f"block|{shape}|n={t}", lambda t=t, b=build: b(t, False)))
+        timed = self._fill((len(tokens_axis), 2), entries, 1)
+        extra = []
+        for (with_reducer, without), t in zip(timed, tokens_axis, strict=True):
+            attn = attention.at([t, 1.0, heads])
+            dense = attn + mlp.at([t, hidden])
+            reduced = attn + mlp.at([_drop_left(kind, t, variant), hidden])
+            ratio = with_reducer / without if without > 0 else 1.0
+            extra.append(max(0.0, ratio * dense - reduced))
+        return Table((tuple(tokens_axis),), monotone(np.array(extra)))
+
     def predict_vit(self, model: nn.Module) -> dict[str, Any]:
         backbone = vit_backbone(model)
         tables = self.vit_tables(model)
@@ -407,9 +469,9 @@ class LatencyModel:
             zip(backbone.blocks, tables["blocks"], vit_geometry(model), strict=True)
         ):
             kind = geo.pop("kind")
-            if kind == "dense" or kind in AMG_KINDS:
+            if kind == "dense" or kind in AMG_KINDS or kind in DROP_KINDS:
                 cost = BlockCost(i, kind, vit_block_ms(table, {**geo, "kind": kind}, scale), geo)
-            else:  # priced at the dense block of the same tokens in, then scaled by the reducer's fraction
+            else:  # PM: priced at the dense block of the same tokens in, scaled by the reducer's fraction
                 dense = {**geo, "kind": "dense", "queries": geo["tokens_in"], "keys": geo["tokens_in"]}
                 cost = BlockCost(
                     i, kind, vit_block_ms(table, {**dense, "mlp_tokens": geo["tokens_in"]}, 1.0), geo
@@ -421,7 +483,7 @@ class LatencyModel:
         return self._total(fixed, blocks, {"fixed_ms": fixed, "calibration": calibration})
 
     def _add_reducer(self, cost: BlockCost, block: nn.Module, dim: int) -> None:
-        """Top-k / ToMe / PM: the block's two halves times the fraction its reducer costs over the same
+        """PM: the block's two halves times the fraction its reducer costs over the same
         block without it, both timed once as they are (a reducer that drops tokens cannot be chained);
         measured for this exact geometry when allowed, else the fraction of the nearest block of the
         same kind."""
@@ -646,6 +708,59 @@ def _amg_block(kind: str, backbone: VisionTransformer, heads: int, hidden: int, 
     return BlockProbe(vit_backbone(one).blocks[0])
 
 
+def _drop_variant(model: nn.Module, kind: str) -> dict[str, bool]:
+    """The options a top-k / ToMe reducer's cost depends on: the model's own when its token spec is
+    of that kind, else the budget search's (top-k without fusion, ToMe with proportional attention)."""
+    from reidprune.compress.tokens import current_spec
+
+    spec = current_spec(model)
+    if kind == "topk":
+        fuse = spec.fuse if spec is not None and spec.method == "topk" else False
+        return {"fuse": fuse, "class_token": vit_backbone(model).cls_token is not None}
+    return {"prop_attn": spec.prop_attn if spec is not None and spec.method == "tome" else True}
+
+
+def _drop_left(kind: str, tokens: int, variant: dict[str, bool]) -> int:
+    """Tokens the reference block of `_drop_extra` leaves of `tokens` (one prefix token)."""
+    from reidprune.models.tokens.tome import tome_max_r
+
+    if kind == "topk":
+        return 1 + max(1, (tokens - 1) // 2) + int(variant["fuse"])
+    return tokens - max(1, tome_max_r(tokens) // 2)
+
+
+def _drop_block(
+    kind: str,
+    backbone: VisionTransformer,
+    heads: int,
+    hidden: int,
+    tokens: int,
+    variant: dict[str, bool] | None,
+) -> nn.Module:
+    """A block of `backbone`'s family on `tokens` tokens (one prefix token) with the reference top-k /
+    ToMe reducer of `_drop_extra` (variant None: without a reducer)."""
+    from reidprune.models import create
+    from reidprune.models.tokens.tome import ToMeReducer
+    from reidprune.models.tokens.topk import TopKReducer
+
+    block = backbone.blocks[0]
+    one = create(
+        "vit_tiny_reid", img_size=[tokens - 1, 1], patch_size=1, depth=1, embed_dim=backbone.embed_dim,
+        num_heads=[heads], head_dim=block.attn.head_dim, mlp_hidden=[hidden], num_classes=0,
+        qkv_bias=block.attn.qkv.bias is not None,
+    )  # fmt: skip
+    new = vit_backbone(one).blocks[0]
+    if variant is not None:
+        left = _drop_left(kind, tokens, variant)
+        if kind == "topk":
+            new.reducer = TopKReducer(
+                left - 1 - int(variant["fuse"]), variant["fuse"], 1, variant["class_token"]
+            )
+        else:
+            new.reducer = ToMeReducer(tokens - left, variant["prop_attn"], 1)
+    return new
+
+
 def vit_backbone(model: nn.Module, required: bool = True) -> VisionTransformer | None:
     """The model's VisionTransformer backbone (`model.backbone`, or the model itself)."""
     for candidate in (model, getattr(model, "backbone", None)):
@@ -682,7 +797,7 @@ def vit_geometry(model: nn.Module) -> list[dict[str, Any]]:
             else:
                 kind, queries, keys, mlp = "amg-skip", kept, kept, kept
         elif spec is not None and spec.method == "topk" and spec.keep[i] is not None:
-            kind, after = "topk", 1 + spec.keep[i] + int(spec.fuse)
+            kind, after = "topk", backbone.num_prefix_tokens + spec.keep[i] + int(spec.fuse)
             mlp = after
         elif spec is not None and spec.method == "tome" and spec.r[i] > 0:
             kind, after = "tome", current - spec.r[i]

@@ -4,8 +4,9 @@
     costs.predict(sketch)      # ms per batch; a pure table look-up, no timing, no forward pass
 
 Built once from the dense model: every table the search can touch is measured (or read from the
-cache) up front by `budget.latency.LatencyModel` - the ViT attention and MLP halves, the AMG
-reducers' extra cost for both token modes, the stem / head fixed cost, the calibration scale; the
+cache) up front by `budget.latency.LatencyModel` - the ViT attention and MLP halves, the token
+reducers' extra cost (both AMG modes, or the top-k / ToMe table over the tokens entering a block:
+`token_kinds`), the stem / head fixed cost, the calibration scale; the
 ResNet per-block width tables, stem and head. `predict` then only interpolates, with the same
 formula (`latency.vit_block_ms`) and summation order as `LatencyModel.predict`, so that the
 prediction for a sketch equals the latency model's prediction for the model the plan produces.
@@ -13,6 +14,7 @@ prediction for a sketch equals the latency model's prediction for the model the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from torch import nn
 
 from reidprune.budget.latency import (
     AMG_KINDS,
+    DROP_KINDS,
     Grid,
     LatencyModel,
     Table,
@@ -71,8 +74,13 @@ class LatencyCostModel:
         chain: int = 4,
         calibrate: bool = True,
         calib_time: float = 2.0,
+        token_kinds: Sequence[str] = AMG_KINDS,
     ) -> LatencyCostModel:
-        """Measure (or read from the cache) every table a plan of `model` can need."""
+        """Measure (or read from the cache) every table a plan of `model` can need; token_kinds: the
+        reducers the search's plans use ("amg-kv", "amg-skip", "topk", "tome")."""
+        unknown = sorted(set(token_kinds) - {*AMG_KINDS, *DROP_KINDS})
+        if unknown:
+            raise ValueError(f"token_kinds {unknown}: expected among {', '.join((*AMG_KINDS, *DROP_KINDS))}")
         with LatencyModel(
             runtime, batch, threads, cache=cache, grid=grid, measure=measure, min_time=min_time,
             chain=chain, calibrate=calibrate, calib_time=calib_time,
@@ -88,7 +96,7 @@ class LatencyCostModel:
                 "grid": asdict(lm.grid),
             }
             if vit_backbone(model, required=False) is not None:
-                tables = lm.vit_tables(model, kinds=AMG_KINDS)
+                tables = lm.vit_tables(model, kinds=token_kinds)
                 hidden = [int(b.mlp.fc1.out_features) for b in vit_backbone(model).blocks]
                 built = cls(
                     call, tables["fixed_ms"], scale, vit_blocks=tables["blocks"], hidden=hidden, info=info
@@ -112,11 +120,19 @@ class LatencyCostModel:
             ):
                 if c >= n:
                     geo = {"kind": "dense", "queries": n, "keys": n, "mlp_tokens": n}
+                elif sketch.method in DROP_KINDS:  # attention on all tokens, MLP on those left
+                    geo = {"kind": sketch.method, "queries": n, "keys": n, "mlp_tokens": c}
                 elif sketch.mode == "kv":
                     geo = {"kind": "amg-kv", "queries": n, "keys": c, "mlp_tokens": n}
                 else:
                     geo = {"kind": "amg-skip", "queries": c, "keys": c, "mlp_tokens": c}
-                out.append(vit_block_ms(tables, {**geo, "heads": h, "hidden": hidden}, self.scale))
+                if geo["kind"] != "dense" and geo["kind"] not in {*tables.reducer_ms, *tables.reducer_tables}:
+                    raise CompressionError(
+                        f"latency cost model: built without the '{geo['kind']}' reducer's table "
+                        "(for_model(token_kinds=...))"
+                    )
+                geo |= {"tokens_in": n, "heads": h, "hidden": hidden}
+                out.append(vit_block_ms(tables, geo, self.scale))
             return out
         if (
             not isinstance(sketch, CnnSketch)

@@ -9,13 +9,16 @@ group's next units get dearer as it empties. Each step looks at every group's ne
 the cost model what removing them saves from the CURRENT plan (so interactions are priced: a
 token saves less attention once its block has lost heads, a head saves less once its block has
 lost keys), and takes the group with the lowest lost-importance / saved-cost ratio (ties: the
-earlier group). The last step is shortened to the fewest units that reach the target. No
-randomness: the same space, cost model and target always give the same plan.
+earlier group). The last step is shortened to the fewest units that reach the target. Top-k /
+ToMe groups share one token budget (a token dropped in block i is gone from every later block);
+when it is spent before the target is met, the search moves removals to earlier blocks (each
+move saves the tokens' cost in the blocks between), by the same ratio. No randomness: the same
+space, cost model and target always give the same plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +48,12 @@ def lost_importance(space: SearchSpace, removed: list[int], kind_weights: Mappin
 
 
 def check_reachable(space: SearchSpace, cost_model: CostModel, target: float) -> float:
-    """The cheapest plan's cost; CompressionError when even it is above `target`."""
-    floor = cost_model.predict(space.sketch(space.most_removed()))
+    """The cheapest plan's cost; CompressionError when even it is above `target`. The cheapest plan
+    is every group at its minimum, or the same without token reduction: on a measured runtime a
+    reducer's own work (gathers, matching) can cost more than the tokens it removes save."""
+    most = space.most_removed()
+    without_tokens = [0 if g.kind == "tokens" else n for g, n in zip(space.groups, most, strict=True)]
+    floor = min(cost_model.predict(space.sketch(plan)) for plan in (most, without_tokens))
     if floor > target:
         kinds = " / ".join(dict.fromkeys(g.kind for g in space.groups))
         raise CompressionError(
@@ -54,6 +61,24 @@ def check_reachable(space: SearchSpace, cost_model: CostModel, target: float) ->
             f"(every block keeping its minimum {kinds}) costs {floor:.4g} {cost_model.unit}"
         )
     return floor
+
+
+@dataclass(frozen=True)
+class Move:
+    """One search step: group `index` loses `n` more units; with `source`, group `source` gets `n`
+    back (a shift of top-k / ToMe removals to an earlier block)."""
+
+    index: int
+    n: int
+    source: int | None = None
+
+    def applied(self, removed: list[int], n: int | None = None) -> list[int]:
+        n = self.n if n is None else n
+        out = removed.copy()
+        out[self.index] += n
+        if self.source is not None:
+            out[self.source] -= n
+        return out
 
 
 def greedy_search(
@@ -67,64 +92,106 @@ def greedy_search(
         check_reachable(space, cost_model, target)
     steps = 0
     while cost > target:
-        best = _best_step(space, cost_model, removed, cost, weights, 1)
-        steps_long = 2
-        # flat stretches of a measured table (noise made monotone) save nothing in one step: lengthen
-        # the steps until some group's saves cost, rather than stop short of a reachable target
-        while best is None and any(
-            g.step * (steps_long // 2) < g.removable - r for g, r in zip(space.groups, removed, strict=True)
-        ):
-            best = _best_step(space, cost_model, removed, cost, weights, steps_long)
-            steps_long *= 2
-        if best is None:  # nothing left that saves cost (check_reachable makes this unreachable)
-            raise CompressionError(f"budget {target:.4g} {cost_model.unit}: no removal saves cost any more")
-        _, index, n, new_cost = best
-        if new_cost <= target and n > 1:  # the fewest units of this step that reach the target
-            for fewer in range(1, n):
-                trial = removed.copy()
-                trial[index] += fewer
-                fewer_cost = cost_model.predict(space.sketch(trial))
+        best = _lengthened(space, cost_model, removed, cost, weights, _removals)
+        if best is None and space.chained:
+            # top-k / ToMe: the plan's token budget is spent, but a removal moved to an earlier
+            # block still saves (fewer tokens in the blocks between); the cheapest plan is reachable
+            best = _lengthened(space, cost_model, removed, cost, weights, _shifts)
+        if best is None:  # rare: check_reachable saw a cheaper plan that no chain of steps reaches
+            raise CompressionError(
+                f"budget {target:.4g} {cost_model.unit}: no removal saves cost any more "
+                f"(the search stopped at {cost:.4g} {cost_model.unit})"
+            )
+        _, move, new_cost = best
+        if new_cost <= target and move.n > 1:  # the fewest units of this step that reach the target
+            for fewer in range(1, move.n):
+                fewer_cost = cost_model.predict(space.sketch(move.applied(removed, fewer)))
                 if fewer_cost <= target:
-                    n, new_cost = fewer, fewer_cost
+                    move, new_cost = Move(move.index, fewer, move.source), fewer_cost
                     break
-        removed[index] += n
+        removed = move.applied(removed)
         cost = new_cost
         steps += 1
     return SearchResult(removed, cost, dense, lost_importance(space, removed, weights), steps, weights)
 
 
-def _best_step(
+def _removals(space: SearchSpace, removed: list[int], length: int) -> list[Move]:
+    """Every group's next `length` steps (fewer where the group, or a chained plan, has no more)."""
+    moves = []
+    for index, group in enumerate(space.groups):
+        n = min(group.step * length, space.capacity(removed, index))
+        if n > 0:
+            moves.append(Move(index, n))
+    return moves
+
+
+def _shifts(space: SearchSpace, removed: list[int], length: int) -> list[Move]:
+    """Top-k / ToMe: `length` steps of one block's token removals moved to an earlier block."""
+    tokens = [i for i, g in enumerate(space.groups) if g.kind == "tokens"]
+    moves = []
+    for source in tokens:
+        if removed[source] == 0:
+            continue
+        for to in tokens:
+            if space.groups[to].block >= space.groups[source].block:
+                break
+            n = min(space.groups[to].step * length, space.shift_capacity(removed, to, source))
+            if n > 0:
+                moves.append(Move(to, n, source))
+    return moves
+
+
+def _lengthened(
     space: SearchSpace,
     cost_model: CostModel,
     removed: list[int],
     cost: float,
     weights: Mapping[str, float],
-    length: int,
-) -> tuple[float, int, int, float] | None:
-    """(ratio, group, units, new cost) of the removal of `length` steps of one group that loses the
-    least importance per cost saved; None when no group's saves any cost."""
-    best: tuple[float, int, int, float] | None = None
-    for index, group in enumerate(space.groups):
-        n = min(group.step * length, group.removable - removed[index])
-        if n <= 0:
-            continue
-        trial = removed.copy()
-        trial[index] += n
-        new_cost = cost_model.predict(space.sketch(trial))
+    candidates: Callable[[SearchSpace, list[int], int], list[Move]],
+) -> tuple[float, Move, float] | None:
+    """The best move of 1 step, else of 2, 4, 8 ... steps: flat stretches of a measured table (noise
+    made monotone) save nothing in one step, so steps are lengthened until one saves cost, rather
+    than stopping short of a reachable target, while some move can still grow."""
+    length = 1
+    while True:
+        moves = candidates(space, removed, length)
+        best = _best_move(space, cost_model, removed, cost, weights, moves)
+        if best is not None or not any(m.n == space.groups[m.index].step * length for m in moves):
+            return best
+        length *= 2
+
+
+def _best_move(
+    space: SearchSpace,
+    cost_model: CostModel,
+    removed: list[int],
+    cost: float,
+    weights: Mapping[str, float],
+    moves: list[Move],
+) -> tuple[float, Move, float] | None:
+    """(ratio, move, new cost) of the move that loses the least importance per cost saved (ties: the
+    earlier move); None when no move saves any cost."""
+    best: tuple[float, Move, float] | None = None
+    for move in moves:
+        new_cost = cost_model.predict(space.sketch(move.applied(removed)))
         saved = cost - new_cost
         if saved <= 0.0:
             continue
-        done = removed[index]
-        lost = weights[group.kind] * (group.loss(done + n) - group.loss(done))
+        group, done = space.groups[move.index], removed[move.index]
+        lost = weights[group.kind] * (group.loss(done + move.n) - group.loss(done))
+        if move.source is not None:  # the source group gets its last units back
+            source, had = space.groups[move.source], removed[move.source]
+            lost -= weights[source.kind] * (source.loss(had) - source.loss(had - move.n))
         ratio = lost / saved
         if best is None or ratio < best[0]:
-            best = (ratio, index, n, new_cost)
+            best = (ratio, move, new_cost)
     return best
 
 
 def describe_plan(space: SearchSpace, result: SearchResult, cost_model: CostModel) -> dict[str, Any]:
-    """Per block: kept tokens / heads (ViT) or widths (CNN), and the predicted cost of each block
-    where the cost model gives one."""
+    """Per block: kept tokens / heads (ViT; top-k / ToMe: tokens entering and leaving the block, and
+    how many it drops / merges) or widths (CNN), and each block's predicted cost where the cost
+    model gives one."""
     sketch = space.sketch(result.removed)
     per_block = cost_model.block_gmacs(sketch) if hasattr(cost_model, "block_gmacs") else None
     blocks: list[dict[str, Any]] = []
@@ -137,6 +204,8 @@ def describe_plan(space: SearchSpace, result: SearchResult, cost_model: CostMode
                 "heads": heads,
                 "dense_heads": space.base.heads[i],  # type: ignore[union-attr]
             }
+            if space.chained:  # tokens: entering the block; kept_tokens: leaving it
+                entry["dropped_tokens" if space.token_method == "topk" else "merged_tokens"] = tokens - kept
             for group, n in zip(space.groups, result.removed, strict=True):
                 if group.block == i and group.kind == "heads":
                     entry["kept_heads"] = sorted(group.order[n:])

@@ -14,17 +14,21 @@ from dataclasses import dataclass
 class VitSketch:
     """Per backbone block of a ViT (one entry per `backbone.blocks[i]`).
 
-    tokens: tokens entering the block, CLS included (AMG static masks never drop tokens from the
-      sequence, so this stays 1 + P everywhere).
-    kept: mode "kv": tokens projected to keys / values (every token stays a query and goes through
-      the MLP); mode "skip": tokens that go through the block at all. CLS included.
-    heads: attention heads of the block.
+    method: how tokens are reduced: "amg" (static masks), "topk" (EViT drops) or "tome" (merges).
+    tokens: tokens entering the block, prefix (CLS) included. AMG never drops tokens from the
+      sequence, so this stays p + P everywhere; top-k / ToMe: what earlier blocks left.
+    kept: AMG mode "kv": tokens projected to keys / values (every token stays a query and goes
+      through the MLP); mode "skip": tokens that go through the block at all. top-k / ToMe: tokens
+      left after the block's attention, which go through its MLP and enter the next block (kept <
+      tokens: the block runs a reducer). Prefix included.
+    heads: attention heads of the block. mode: AMG's token mode (ignored by top-k / ToMe).
     """
 
     tokens: tuple[int, ...]
     kept: tuple[int, ...]
     heads: tuple[int, ...]
     mode: str = "kv"
+    method: str = "amg"
 
     family = "vit"
 

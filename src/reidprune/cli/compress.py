@@ -46,7 +46,10 @@ def compress_command(
         0, "--epochs", help="distillation fine-tuning epochs from the original (0 = none)"
     ),
     calib_batches: int = typer.Option(8, "--calib-batches", help="training batches for scores and proxy"),
-    token_mode: str = typer.Option("skip", "--token-mode", help="ViT token masks: skip | kv (AMG)"),
+    token_method: str = typer.Option(
+        "amg", "--token-method", help="ViT token reduction searched: amg (static masks) | topk (EViT) | tome"
+    ),
+    token_mode: str = typer.Option("skip", "--token-mode", help="AMG token masks: skip | kv"),
     seed: int = typer.Option(0, "--seed", help="data order and fine-tuning seed"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda[:N]"),
     overwrite: bool = typer.Option(
@@ -74,10 +77,10 @@ def compress_command(
         False, "--coarse-grid", help="latency tables on 2 points per axis: quick, rougher"
     ),
 ) -> None:
-    """Compress a model to a budget: search per-block tokens and heads (ViT) or filter widths (ResNet)
-    jointly, write the plan and the compressed model, optionally fine-tune it with distillation."""
+    """Compress a model to a budget: search per-block tokens (AMG masks, top-k drops or ToMe merges)
+    and heads (ViT) or filter widths (ResNet) jointly, write the plan and the compressed model, optionally fine-tune it with distillation."""
     from reidprune import models
-    from reidprune.budget.api import resolve_target, to_budget
+    from reidprune.budget.api import check_token_method, resolve_target, to_budget
     from reidprune.budget.latency import COARSE_GRID
     from reidprune.budget.verify import summary_line, verify_budget
     from reidprune.cli.eval import _data_config
@@ -93,6 +96,7 @@ def compress_command(
     from reidprune.train.engine import seed_everything
 
     resolve_target(target_speedup, target_latency_ms, target_gmacs)  # refused before any work
+    check_token_method(token_method, "--token-method")
     if epochs < 0:
         raise ConfigError(f"--epochs {epochs}: expected >= 0")
     if not 0 <= tolerance < 1:
@@ -135,6 +139,7 @@ def compress_command(
             latency=latency,
             correction=correction,
             calib_batches=calib_batches,
+            token_method=token_method,
             token_mode=token_mode,
             seed=seed,
             device=torch_device,

@@ -28,6 +28,7 @@ BUDGET_OPTIONS = frozenset(
         "latency",
         "correction",
         "head_weights",
+        "token_method",
         "token_mode",
         "min_tokens",
         "min_heads",
@@ -37,6 +38,8 @@ BUDGET_OPTIONS = frozenset(
         "tolerance",
     }
 )
+# prune.options.token_method: how the search reduces ViT tokens (budget.candidates.TOKEN_METHODS)
+BUDGET_TOKEN_METHODS = ("amg", "topk", "tome")
 # prune.options.latency: options of the runtime latency model (grid: "coarse" | "full")
 BUDGET_LATENCY_OPTIONS = frozenset({"cache", "grid", "min_time", "chain", "calibrate", "calib_time"})
 
@@ -129,7 +132,8 @@ def check_prune_config(cfg: PruneConfig) -> tuple[str, str]:
 
 
 def check_budget_options(cfg: PruneConfig) -> None:
-    """The budget method's own rules: one target, no rate, one round, a latency mapping of known keys."""
+    """The budget method's own rules: one target, no rate, one round, a known token method, a latency
+    mapping of known keys."""
     targets = [key for key in BUDGET_TARGETS if cfg.options.get(key) is not None]
     if len(targets) != 1:
         raise CompressionError(
@@ -145,6 +149,11 @@ def check_budget_options(cfg: PruneConfig) -> None:
         )
     if cfg.rounds != 1:
         raise CompressionError(f"prune.method={cfg.method} searches once: prune.rounds must be 1")
+    token_method = cfg.options.get("token_method", "amg")
+    if token_method not in BUDGET_TOKEN_METHODS:
+        raise CompressionError(
+            f"prune.options.token_method={token_method!r}: expected one of {', '.join(BUDGET_TOKEN_METHODS)}"
+        )
     latency = cfg.options.get("latency")
     if latency is None:
         return
