@@ -115,12 +115,13 @@ def main() -> None:
                     "ok": abs(error) <= TOLERANCE_PCT,
                     "search s": searched_s,
                     "blocks": plan["blocks"],
+                    "calibration": plan["cost_model"].get("calibration"),  # scale, offset, references
                 }
             )
             print(
                 f"{family} x{target:g}: predicted x{plan['predicted_speedup']:.3f}, measured x{speedup:.3f}"
             )
-    shown = [{k: v for k, v in r.items() if k not in ("blocks", "runs x")} for r in rows]
+    shown = [{k: v for k, v in r.items() if k not in ("blocks", "runs x", "calibration")} for r in rows]
     print_table(
         f"B11 budget accuracy: batch 1, {args.runtime}, {args.threads} threads; measured = median of "
         f"{args.repeats} side-by-side runs; target within {TOLERANCE_PCT:g} %"

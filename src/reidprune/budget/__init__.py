@@ -9,8 +9,8 @@ protocol, the GMACs cost model and the runtime latency cost model), `candidates`
 space: units and their importance, and applying a plan to a model), `search` (the greedy search),
 `proxy` (the distillation proxy that compares plans), `api` (`to_budget`); the latency model:
 `probes` (isolated pieces timed on a runtime), `grid` (monotone interpolation), `cache`
-(per-setting JSON tables), `runtimes`, `latency`, `latency_cost` (its tables as the search's cost
-model); `verify` (the result measured against the original and the target).
+(per-setting JSON tables), `runtimes`, `latency`, `calibration` (fitting its block costs to whole
+measurements), `latency_cost` (its tables as the search's cost model); `verify` (the result measured against the original and the target).
 docs/budget_search.md describes the algorithm.
 
 `budget` sits above models / measure / export / compress (it imports them; nothing below imports it).

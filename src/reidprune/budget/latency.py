@@ -31,9 +31,18 @@ Two things keep the sum of isolated pieces close to the whole graph:
   output as in the real graph, and divided by `chain` (one isolated op on a tiny input stays in
   cache and hides the cost of reading its weights and activations);
 - calibration: once per (setting, architecture) the dense model of the family is measured whole
-  (`measure_latency`, the exported graph) and the blocks' share of it divided by the predicted
-  blocks' sum; that scale (its measurement cached with the points, `whole|...`) multiplies every block's cost, so
+  (`measure_latency`, the exported graph; cached with the points, `whole|...`). ViT: the blocks'
+  share of it divided by the predicted blocks' sum; that scale multiplies every block's cost, so
   the dense model is predicted as measured and a compressed one carries the same correction.
+  ResNet: a second reference with every internal width halved is measured whole too
+  (`half_width_reference`, `whole|...|mids=half`, timed in the same rounds), and a block costs
+  scale x (table - offset), the offset proportional to the block's input + output elements (at
+  most its cheapest table point): an isolated probe pays for feeding its input and copying out
+  its output (and, on ONNX Runtime, reordering both to and from the blocked conv layout), which
+  do not shrink with the widths and which the whole graph pays less of; a single scale made them
+  shrink and priced pruned blocks too high (x1.5 / x2 plans ran x1.55 / x2.18). Scale and offset
+  are fitted so that both references are predicted as measured (`budget.calibration`; the
+  one-point scale when that is degenerate); the prediction's "calibration" says what was fitted.
   AMG reducers (the search's token masks) cost a fixed extra per block (their gathers), timed once
   per kind on a block of the family's full size keeping half of its tokens.
 
@@ -63,6 +72,7 @@ import torch
 from torch import Tensor, nn
 
 from reidprune.budget.cache import LatencyCache, Setting
+from reidprune.budget.calibration import block_offsets, fit_two_point, one_point
 from reidprune.budget.grid import check_grid, interpolate, monotone
 from reidprune.budget.probes import (
     AttentionProbe,
@@ -161,14 +171,31 @@ def vit_block_ms(tables: VitBlockTables, geo: dict[str, Any], scale: float) -> f
     return scale * (raw + tables.reducer_ms.get(kind, 0.0))
 
 
+def resnet_block_ms(table: Table, mids: Sequence[int], scale: float, offset: float = 0.0) -> float:
+    """Calibrated milliseconds of a ResNet block of internal widths `mids`: scale * (table - offset),
+    never below 0; offset = the fitted per-element offset times the block's I/O (`resnet_offsets`).
+
+    The one formula both `LatencyModel.predict` and the search's cost model use, so they agree exactly."""
+    return scale * max(0.0, table.at(mids) - offset)
+
+
+def resnet_offsets(tables: dict[str, Any], calibration: dict[str, Any] | None) -> list[float]:
+    """Per block of `resnet_tables`, the table milliseconds the calibration takes off before scaling:
+    its offset per element times the block's I/O, at most the block's cheapest point."""
+    per_io = (calibration or {}).get("offset_ms_per_element", 0.0)
+    return block_offsets(per_io, tables["io"], [float(t.values.min()) for t in tables["blocks"]])
+
+
 class LatencyModel:
     """Cost tables for one setting (runtime, batch, threads on this machine), measured on demand.
 
     cache: a JSON file or a folder (default ~/.cache/reidprune/latency). measure=False: never time
     anything, raise when a needed table point is missing. min_time: seconds to time each point.
-    chain: copies of a ViT half timed in a row (see the module doc). calibrate: scale block costs
-    by one whole measurement of the family's dense model (calib_time seconds; measure=False and
-    not cached: scale 1). normalise: time every point against a fixed load meter (`_time`).
+    chain: copies of a ViT half timed in a row (see the module doc). calibrate: correct block
+    costs by whole measurements of the family's dense model (and, for a ResNet, its half-width
+    reference), calib_time seconds each (measure=False and not cached: scale 1; a ResNet's half
+    reference not cached: the dense one's scale alone). normalise: time every point against a
+    fixed load meter (`_time`).
     """
 
     def __init__(
@@ -514,7 +541,7 @@ class LatencyModel:
     # -- ResNet tables -----------------------------------------------------------------------
     def resnet_tables(self, model: nn.Module) -> dict[str, Any]:
         """Per residual block a table over its internal widths, plus the stem and head:
-        {"blocks": [Table], "geometry": [dict], "stem_ms", "head_ms"}."""
+        {"blocks": [Table], "geometry": [dict], "io": [input + output elements], "stem_ms", "head_ms"}."""
         from reidprune.models.resnet import resolved_mid_widths
 
         arch = model.arch
@@ -554,6 +581,12 @@ class LatencyModel:
                 }
             )
         c_last, h_last, w_last = shapes["avgpool"]
+        # what a probe feeds in and copies out (the calibration's offset is proportional to it)
+        outputs = [*(shapes[name] for name, _ in model.blocks[1:]), shapes["avgpool"]]
+        io = [
+            self.setting.batch * (math.prod(shapes[name]) + math.prod(out))
+            for (name, _), out in zip(model.blocks, outputs, strict=True)
+        ]
         stem = self.point(
             f"resnet-stem|width={arch.stem_width}|img={'x'.join(map(str, model_input_size(model)))}",
             lambda: (nn.Sequential(*copy.deepcopy([model.conv1, model.bn1, model.relu, model.maxpool])), (_images(model, self.setting.batch),)),
@@ -562,7 +595,7 @@ class LatencyModel:
             f"resnet-head|{_arch_key(model, ('mid_widths', 'branch_channels', 'stem_width', 'layers'))}|map={c_last}x{h_last}x{w_last}",
             lambda: (FeatureMapHead(copy.deepcopy(model)), (torch.randn(self.setting.batch, c_last, h_last, w_last),)),
         )  # fmt: skip
-        return {"blocks": tables, "geometry": geometry, "stem_ms": stem, "head_ms": head}
+        return {"blocks": tables, "geometry": geometry, "io": io, "stem_ms": stem, "head_ms": head}
 
     def predict_resnet(self, model: nn.Module) -> dict[str, Any]:
         from reidprune.models.resnet import resolved_branch_channels, resolved_mid_widths
@@ -570,12 +603,13 @@ class LatencyModel:
         tables = self.resnet_tables(model)
         scale, calibration = self.scale(model)
         mids_all, branches = resolved_mid_widths(model.arch), resolved_branch_channels(model.arch)
+        offsets = resnet_offsets(tables, calibration)
         blocks = []
         for i, (table, geo) in enumerate(zip(tables["blocks"], tables["geometry"], strict=True)):
             geo = dict(geo)
             kind = geo.pop("kind")
             geo |= {f"mid{j + 1}": m for j, m in enumerate(mids_all[i])}
-            ms = scale * table.at(mids_all[i])
+            ms = resnet_block_ms(table, mids_all[i], scale, offsets[i])
             # a BAFD branch writing fewer channels is priced as if it wrote all: an upper bound
             blocks.append(BlockCost(i, kind, ms, geo, approximate=branches[i] is not None))
         stem, head = tables["stem_ms"], tables["head_ms"]
@@ -584,39 +618,91 @@ class LatencyModel:
 
     # -- calibration -------------------------------------------------------------------------
     def scale(self, model: nn.Module) -> tuple[float, dict[str, Any] | None]:
-        """(scale of block costs, what it came from) for `model`'s family: the dense reference
-        model measured whole, its blocks' share divided by their predicted sum (module doc)."""
+        """(scale of block costs, what it came from) for `model`'s family (module doc). ViT: the
+        dense reference measured whole, its blocks' share divided by their predicted sum. ResNet: a
+        half-width reference too, and an offset per element of block input + output fitted with
+        the scale so that both are predicted as measured ("offset_ms_per_element", applied by
+        `resnet_offsets`; `budget.calibration`)."""
         if not self.calibrate:
             return 1.0, None
-        reference = dense_reference(model)
-        family = "vit" if vit_backbone(model, required=False) is not None else "resnet"
-        drop = ("num_heads", "mlp_hidden", "tokens") if family == "vit" else ("mid_widths", "branch_channels")
-        measured_sig = f"whole|{family}|{_arch_key(reference, drop)}"
-        if family == "vit":
-            tables = self.vit_tables(reference)
-            geos = vit_geometry(reference)
-            blocks = sum(vit_block_ms(t, g, 1.0) for t, g in zip(tables["blocks"], geos, strict=True))
-            fixed = tables["fixed_ms"]
-        else:
-            from reidprune.models.resnet import resolved_mid_widths
+        if vit_backbone(model, required=False) is not None:
+            return self._vit_scale(model)
+        return self._resnet_scale(model)
 
-            tables = self.resnet_tables(reference)
-            mids = resolved_mid_widths(reference.arch)
-            blocks = sum(t.at(m) for t, m in zip(tables["blocks"], mids, strict=True))
-            fixed = tables["stem_ms"] + tables["head_ms"]
-        if measured_sig not in self.cache:
-            if not self.measure:
-                return 1.0, {"scale": 1.0, "calibrated": False}
-            self.cache.put(measured_sig, self._time(self._whole_call(reference), self.calib_time))
-        whole = self.cache.points[measured_sig]
-        # clamped: a whole graph 10x off its pieces means a broken table, not a correction
-        value = min(max((whole - self.call_ms() - fixed) / max(blocks, 1e-9), 0.1), 10.0)
+    def _vit_scale(self, model: nn.Module) -> tuple[float, dict[str, Any]]:
+        reference = dense_reference(model)
+        signature = f"whole|vit|{_arch_key(reference, ('num_heads', 'mlp_hidden', 'tokens'))}"
+        tables = self.vit_tables(reference)
+        geos = vit_geometry(reference)
+        blocks = sum(vit_block_ms(t, g, 1.0) for t, g in zip(tables["blocks"], geos, strict=True))
+        wholes = self._wholes({signature: reference})
+        if signature not in wholes:
+            return 1.0, {"scale": 1.0, "calibrated": False}
+        whole = wholes[signature]
+        value = one_point(whole - self.call_ms() - tables["fixed_ms"], blocks)
         return value, {
             "scale": value,
             "calibrated": True,
+            "method": "one-point",
             "reference_measured_ms": whole,
             "reference_blocks_ms": blocks,
         }
+
+    def _resnet_scale(self, model: nn.Module) -> tuple[float, dict[str, Any]]:
+        """Two-point fit on the dense and the half-width reference (`calibration.fit_two_point`)."""
+        from reidprune.models.resnet import resolved_mid_widths
+
+        references = {"dense": dense_reference(model), "half": half_width_reference(model)}
+        key = f"whole|resnet|{_arch_key(references['dense'], ('mid_widths', 'branch_channels'))}"
+        signatures = {"dense": key, "half": f"{key}|mids=half"}
+        tables = self.resnet_tables(references["dense"])  # the half widths lie in the same tables
+        mids = {name: resolved_mid_widths(ref.arch) for name, ref in references.items()}
+        table_ms = {
+            name: sum(t.at(m) for t, m in zip(tables["blocks"], widths, strict=True))
+            for name, widths in mids.items()
+        }
+        wholes = self._wholes({signatures[name]: ref for name, ref in references.items()})
+        if signatures["dense"] not in wholes:
+            return 1.0, {"scale": 1.0, "calibrated": False}
+        call, fixed = self.call_ms(), tables["stem_ms"] + tables["head_ms"]
+        measured = {name: wholes[sig] for name, sig in signatures.items() if sig in wholes}
+        blocks = {name: ms - call - fixed for name, ms in measured.items()}
+        fit = fit_two_point(
+            (blocks["dense"], table_ms["dense"]),
+            (blocks["half"], table_ms["half"]) if "half" in blocks else None,
+            tables["io"],
+            [float(t.values.min()) for t in tables["blocks"]],  # no block's cheapest point below 0
+        )
+        info: dict[str, Any] = {
+            "scale": fit.scale,
+            "calibrated": True,
+            "method": fit.method,
+            "offset_ms_per_element": fit.offset_per_io,
+            "fallback": fit.fallback,
+        }
+        offsets = resnet_offsets(tables, info)
+        info["offset_ms"] = fit.scale * sum(offsets)  # what the calibrated blocks lose in all
+        for name, prefix in (("dense", "reference"), ("half", "half_reference")):
+            predicted = sum(
+                resnet_block_ms(t, m, fit.scale, o)
+                for t, m, o in zip(tables["blocks"], mids[name], offsets, strict=True)
+            )
+            info |= {
+                f"{prefix}_measured_ms": measured.get(name),
+                f"{prefix}_blocks_ms": table_ms[name],
+                f"{prefix}_predicted_ms": call + fixed + predicted,
+            }
+        return fit.scale, info
+
+    def _wholes(self, references: dict[str, nn.Module]) -> dict[str, float]:
+        """Measured milliseconds of whole reference models by cache signature; those not cached are
+        timed together in the same interleaved rounds (calib_time each; not when measure=False)."""
+        missing = {sig: ref for sig, ref in references.items() if sig not in self.cache}
+        if missing and self.measure:
+            fns = {sig: self._whole_call(ref) for sig, ref in missing.items()}
+            for sig, value in self._time_many(fns, self.calib_time * len(fns)).items():
+                self.cache.put(sig, value)
+        return {sig: self.cache.points[sig] for sig in references if sig in self.cache}
 
     def _whole_call(self, model: nn.Module) -> Callable[[], Any]:
         """The whole model as deployed on the runtime (the exported graph on ONNX Runtime)."""
@@ -661,8 +747,6 @@ def _is_resnet(model: nn.Module) -> bool:
 def dense_reference(model: nn.Module) -> nn.Module:
     """The family's dense model: `model`'s architecture with every head, MLP width, token and
     filter it may have lost restored (random weights: latency does not depend on their values)."""
-    from reidprune.models.registry import build
-
     arch = model.arch
     if vit_backbone(model, required=False) is not None:
         backbone = vit_backbone(model)
@@ -679,9 +763,28 @@ def dense_reference(model: nn.Module) -> nn.Module:
         changes = {"mid_widths": [], "branch_channels": []}
     else:
         raise TypeError(f"{type(model).__name__}: no dense reference for this model family")
+    return _seeded_build(dataclasses.replace(arch, **changes))
+
+
+def half_width_reference(model: nn.Module) -> nn.Module:
+    """A ResNet's `dense_reference` with every internal conv width halved (rounded up): the second
+    whole measurement of its calibration (`budget.calibration`)."""
+    from reidprune.models.resnet import default_mid_widths
+
+    if not _is_resnet(model):
+        raise TypeError(f"{type(model).__name__}: a half-width reference is built for ResNets only")
+    arch = dataclasses.replace(model.arch, mid_widths=[], branch_channels=[])
+    mids = [[math.ceil(m / 2) for m in widths] for widths in default_mid_widths(arch)]
+    return _seeded_build(dataclasses.replace(arch, mid_widths=mids))
+
+
+def _seeded_build(arch: Any) -> nn.Module:
+    """`registry.build(arch)` in eval mode from a fixed seed (random weights: latency does not depend on them)."""
+    from reidprune.models.registry import build
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return build(dataclasses.replace(arch, **changes)).eval()
+        return build(arch).eval()
 
 
 def _without_reducer(block: nn.Module) -> nn.Module:

@@ -6,10 +6,11 @@
 Built once from the dense model: every table the search can touch is measured (or read from the
 cache) up front by `budget.latency.LatencyModel` - the ViT attention and MLP halves, the token
 reducers' extra cost (both AMG modes, or the top-k / ToMe table over the tokens entering a block:
-`token_kinds`), the stem / head fixed cost, the calibration scale; the
-ResNet per-block width tables, stem and head. `predict` then only interpolates, with the same
-formula (`latency.vit_block_ms`) and summation order as `LatencyModel.predict`, so that the
-prediction for a sketch equals the latency model's prediction for the model the plan produces.
+`token_kinds`), the stem / head fixed cost, the calibration scale; the ResNet per-block width
+tables, stem and head, and the calibration's per-block offsets. `predict` then only interpolates,
+with the same formulas (`latency.vit_block_ms`, `latency.resnet_block_ms`) and summation order as
+`LatencyModel.predict`, so that the prediction for a sketch equals the latency model's prediction
+for the model the plan produces.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from reidprune.budget.latency import (
     LatencyModel,
     Table,
     VitBlockTables,
+    resnet_block_ms,
+    resnet_offsets,
     vit_backbone,
     vit_block_ms,
 )
@@ -49,6 +52,7 @@ class LatencyCostModel:
         vit_blocks: list[VitBlockTables] | None = None,
         hidden: list[int] | None = None,
         cnn_blocks: list[Table] | None = None,
+        cnn_offsets: list[float] | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
         self.call_ms = call_ms
@@ -57,6 +61,7 @@ class LatencyCostModel:
         self.vit_blocks = vit_blocks
         self.hidden = hidden
         self.cnn_blocks = cnn_blocks
+        self.cnn_offsets = cnn_offsets or [0.0] * len(cnn_blocks or [])  # calibration, per block
         self.info = info or {}
 
     @classmethod
@@ -104,8 +109,9 @@ class LatencyCostModel:
             else:
                 tables = lm.resnet_tables(model)
                 built = cls(
-                    call, tables["stem_ms"] + tables["head_ms"], scale, cnn_blocks=tables["blocks"], info=info
-                )
+                    call, tables["stem_ms"] + tables["head_ms"], scale, cnn_blocks=tables["blocks"],
+                    cnn_offsets=resnet_offsets(tables, calibration), info=info,
+                )  # fmt: skip
             built.info["measured_points"] = lm.cache.measured
         return built
 
@@ -141,8 +147,8 @@ class LatencyCostModel:
         ):
             raise CompressionError("latency cost model: the sketch does not describe this CNN's blocks")
         return [
-            self.scale * table.at(widths)
-            for table, widths in zip(self.cnn_blocks, sketch.widths, strict=True)
+            resnet_block_ms(table, widths, self.scale, offset)
+            for table, widths, offset in zip(self.cnn_blocks, sketch.widths, self.cnn_offsets, strict=True)
         ]
 
     def predict(self, sketch: Sketch) -> float:
