@@ -48,7 +48,8 @@ Two things keep the sum of isolated pieces close to the whole graph:
 
 - load meter: every point is timed in the same interleaved rounds as one fixed workload, and kept
   as the median per-round ratio times that workload's (cached) time, so that points timed minutes
-  apart on a machine whose load changes stay comparable (`LatencyModel._time`).
+  apart on a machine whose load changes stay comparable (`LatencyModel._time`); the meter is
+  always timed cold (after `probes.CacheFlush`), as it is next to probes that evict its weights.
 
 Every timed point is cached per (CPU model, runtime and version, threads, batch) in a JSON file
 (`budget.cache`), so a second prediction for any plan of the same model family measures nothing.
