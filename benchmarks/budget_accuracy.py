@@ -48,6 +48,9 @@ def resnet_for(smoke: bool) -> nn.Module:
     return resnet(False)
 
 
+FAMILIES = {"vit": ("ViT-S 256x128", vit), "resnet50": ("ResNet-50 256x128", resnet_for)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=float, nargs="+", default=[1.5, 2.0])
@@ -60,6 +63,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="latency tables (default: the user cache)")
     parser.add_argument(
         "--smoke", action="store_true", help="tiny models, coarse grid: checks the script only"
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES), help="which models to search"
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -76,7 +82,8 @@ def main() -> None:
     }
     torch.set_num_threads(args.threads)
     rows = []
-    for family, build in (("ViT-S 256x128", vit), ("ResNet-50 256x128", resnet_for)):
+    for key in args.models:
+        family, build = FAMILIES[key]
         model = build(args.smoke)
         data = calibration(model)
         for target in args.targets:
