@@ -174,3 +174,39 @@ def test_flat_stretches_of_the_cost_are_crossed_by_longer_steps() -> None:
     result = greedy_search(space, costs, target)
     assert result.cost <= target
     assert costs.predict(space.sketch(result.removed)) == result.cost
+
+
+class _ReducerEntryCost:
+    """GMACs plus a fixed charge for every block that reduces its tokens at all (a reducer's
+    gathers on a real runtime): the first token step of a block saves less than nothing."""
+
+    unit = "GMACs"
+
+    def __init__(self, inner: GmacsCostModel, charge: float) -> None:
+        self.inner, self.charge = inner, charge
+
+    def predict(self, sketch) -> float:  # type: ignore[no-untyped-def]
+        reducing = sum(k < t for k, t in zip(sketch.kept, sketch.tokens, strict=True))
+        return self.inner.predict(sketch) + self.charge * reducing
+
+    def describe(self) -> dict:
+        return {"kind": "gmacs with a reducer entry charge"}
+
+
+def test_a_reducer_entry_cost_does_not_push_the_search_onto_heads_only() -> None:
+    """Judged one step at a time, the first token slice of every block costs more than it saves,
+    so the old search emptied every block's heads first; looking 2, 4, 8 ... steps ahead it finds
+    that a longer token move pays back its entry charge."""
+    model = tiny_vit()
+    space = vit_space(model, batches(), mode="skip")
+    inner = GmacsCostModel.for_model(model)
+    dense = inner.predict(space.sketch([0] * len(space.groups)))
+    token_slice = next(g for g in space.groups if g.kind == "tokens").step
+    charge = 2 * (dense - inner.predict(space.sketch([token_slice if g.kind == "tokens" and g.block == 0 else 0 for g in space.groups])))  # fmt: skip
+    costs = _ReducerEntryCost(inner, charge)
+    result = greedy_search(space, costs, dense * 0.75, {"tokens": 1.0, "heads": 1.0})
+    assert result.cost <= dense * 0.75
+    removed_tokens = sum(n for g, n in zip(space.groups, result.removed, strict=True) if g.kind == "tokens")
+    assert removed_tokens > 0
+    head_groups = [(g, n) for g, n in zip(space.groups, result.removed, strict=True) if g.kind == "heads"]
+    assert not all(n == g.removable for g, n in head_groups), "every head group was emptied first"
