@@ -25,10 +25,12 @@ TINY = [
 ]
 
 
-# The tiny test model is mostly fixed cost (stem, head, per-op overhead), so x1.5 can be out of
-# reach on a loaded CI machine; x1.1 keeps the budget variant in the end-to-end run.
+# The tiny test model is mostly fixed cost (stem, head, per-op overhead): whether a latency target
+# is reachable depends on how loaded the CI machine is while its tables are timed (x1.1 was refused
+# once, x1.5 before). The end-to-end run keeps the budget variant (search, fine-tuning, target
+# column) on the GMACs cost model, which is exact; the ONNX Runtime search is tested in tests/budget.
 TEST_VARIANTS = tuple(
-    Variant(v.name, tuple(o.replace("target_speedup: 1.5", "target_speedup: 1.1") for o in v.overrides))
+    Variant(v.name, tuple(o.replace("runtime: onnxruntime", "runtime: gmacs") for o in v.overrides))
     for v in VARIANTS
 )
 
