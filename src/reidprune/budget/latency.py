@@ -794,18 +794,25 @@ def _without_reducer(block: nn.Module) -> nn.Module:
     return dense
 
 
-def _amg_block(kind: str, backbone: VisionTransformer, heads: int, hidden: int, kept: int) -> nn.Module:
-    """A full-size block of `backbone`'s family with an AMG reducer keeping `kept` spread-out tokens."""
-    from reidprune.compress.tokens import attach_reducers
+def _one_block_vit(backbone: VisionTransformer, heads: int, hidden: int, tokens: int) -> nn.Module:
+    """A one-block ViT of `backbone`'s family (width, head dim, qkv bias) on `tokens` tokens (one
+    prefix token): the carrier of the reducer blocks timed on their own."""
     from reidprune.models import create
 
-    n = backbone.num_tokens
     block = backbone.blocks[0]
-    one = create(
-        "vit_tiny_reid", img_size=[n - 1, 1], patch_size=1, depth=1, embed_dim=backbone.embed_dim,
+    return create(
+        "vit_tiny_reid", img_size=[tokens - 1, 1], patch_size=1, depth=1, embed_dim=backbone.embed_dim,
         num_heads=[heads], head_dim=block.attn.head_dim, mlp_hidden=[hidden], num_classes=0,
         qkv_bias=block.attn.qkv.bias is not None,
     )  # fmt: skip
+
+
+def _amg_block(kind: str, backbone: VisionTransformer, heads: int, hidden: int, kept: int) -> nn.Module:
+    """A full-size block of `backbone`'s family with an AMG reducer keeping `kept` spread-out tokens."""
+    from reidprune.compress.tokens import attach_reducers
+
+    n = backbone.num_tokens
+    one = _one_block_vit(backbone, heads, hidden, n)
     positions = [0, *np.unique(np.linspace(1, n - 1, kept - 1).round().astype(int)).tolist()]
     mode = "kv" if kind == "amg-kv" else "skip"
     attach_reducers(one, {"method": "amg", "mode": mode, "num_tokens": n, "kept": [positions]})
@@ -843,17 +850,10 @@ def _drop_block(
 ) -> nn.Module:
     """A block of `backbone`'s family on `tokens` tokens (one prefix token) with the reference top-k /
     ToMe reducer of `_drop_extra` (variant None: without a reducer)."""
-    from reidprune.models import create
     from reidprune.models.tokens.tome import ToMeReducer
     from reidprune.models.tokens.topk import TopKReducer
 
-    block = backbone.blocks[0]
-    one = create(
-        "vit_tiny_reid", img_size=[tokens - 1, 1], patch_size=1, depth=1, embed_dim=backbone.embed_dim,
-        num_heads=[heads], head_dim=block.attn.head_dim, mlp_hidden=[hidden], num_classes=0,
-        qkv_bias=block.attn.qkv.bias is not None,
-    )  # fmt: skip
-    new = vit_backbone(one).blocks[0]
+    new = vit_backbone(_one_block_vit(backbone, heads, hidden, tokens)).blocks[0]
     if variant is not None:
         left = _drop_left(kind, tokens, variant)
         if kind == "topk":
