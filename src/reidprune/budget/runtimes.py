@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import statistics
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 from reidprune.budget.cache import Setting
 from reidprune.errors import CompressionError
 from reidprune.measure.deploy import prepare_for_inference
-from reidprune.measure.timing import cpu_name, interleaved_times, torch_threads
+from reidprune.measure.timing import cpu_name, torch_threads
 
 RUNTIMES = ("onnxruntime", "torch", "cuda")
 OPSET = 18
@@ -123,13 +122,6 @@ class Runner:
         wanted = {i.name for i in session.get_inputs()}  # the exporter drops inputs it does not use
         feeds = {n: t.numpy() for n, t in zip(names, inputs, strict=True) if n in wanted}
         return lambda: session.run(None, feeds)
-
-    def time_ms(self, fn: Callable[[], Any], min_time: float) -> float:
-        """Median milliseconds of one call of `fn` (`measure.timing.interleaved_times`)."""
-        samples = interleaved_times(
-            {"probe": fn}, min_time=min_time, warmup=2, min_rounds=5, device=self.device
-        )
-        return statistics.median(samples["probe"]) * 1e3
 
 
 def _deploy_input(tensor: Tensor) -> Tensor:
