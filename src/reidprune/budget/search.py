@@ -5,7 +5,7 @@ predicted cost saved, re-predicting the cost after every step (docs/budget_searc
 
 Importance lost is `Group.loss`, -mass * ln(kept fraction of the group's importance), so a
 group's next units get dearer as it empties. Each step looks at every group's next `step` units
-(its least important remaining ones, and also its next 2, 4, 8 ... steps), asks
+(its least important remaining ones; an untouched group also its next 2, 4, 8 ... steps), asks
 the cost model what removing them saves from the CURRENT plan (so interactions are priced: a
 token saves less attention once its block has lost heads, a head saves less once its block has
 lost keys), and takes the group with the lowest lost-importance / saved-cost ratio (ties: the
@@ -149,18 +149,23 @@ def _lengthened(
     weights: Mapping[str, float],
     candidates: Callable[[SearchSpace, list[int], int], list[Move]],
 ) -> tuple[float, Move, float] | None:
-    """The best move among 1, 2, 4, 8 ... steps of every group (ties: the shorter move).
+    """The best move of 1 step of every group, weighed against 2, 4, 8 ... steps of the groups that
+    have lost nothing yet (ties: the shorter move); while no move saves, every group's steps grow.
 
-    Looking further than one step matters on a measured runtime: a token reducer costs its gathers
-    as soon as a block drops its first token, so one step of tokens saves little or nothing while
-    a longer one saves much more per importance lost; judged one step at a time, the search would
-    empty every block's heads before it touched a token (seen on the demo ViT in ONNX Runtime).
-    It also crosses flat stretches of a measured table (noise made monotone). On a GMACs cost the
+    A group's first units pay a fixed entry cost on a measured runtime (a token reducer's gathers
+    as soon as a block drops its first token), so one step of an untouched block's tokens saves
+    little or nothing while a longer one saves much more per importance lost; judged one step at a
+    time, the search would empty every block's heads before it touched a token (seen on the demo
+    ViT in ONNX Runtime). Once a group has started, its next step carries no entry cost, so one
+    step is enough there (and keeps the search fast). Growing every group's steps while nothing
+    saves crosses flat stretches of a measured table (noise made monotone). On a GMACs cost the
     one-step move is always at least as good (the loss is convex, the saving linear), so such
     plans do not change."""
     length, best = 1, None
     while True:
         moves = candidates(space, removed, length)
+        if best is not None:  # something saves: look further only where an entry cost may hide
+            moves = [m for m in moves if removed[m.index] == 0]
         found = _best_move(space, cost_model, removed, cost, weights, moves)
         if found is not None and (best is None or found[0] < best[0]):
             best = found
