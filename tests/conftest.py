@@ -16,6 +16,13 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Latency tables and sensitivity curves a test does not place itself go to a folder of this
+    session, never to the user's ~/.cache (and never reuse what an earlier run left there)."""
+    os.environ["REIDPRUNE_CACHE"] = str(tmp_path_factory.mktemp("reidprune_cache"))
+
+
 # ---- data set trees (builders in tests/data/fixtures.py; usable from every test folder) ----
 
 

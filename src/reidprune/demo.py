@@ -33,7 +33,7 @@ EXPORT_SETTINGS: dict[str, Any] = {"opset": 18, "batch": None, "exporter": "auto
 STAMP = "demo.json"  # in each run folder: digests of the models it was made from
 
 
-BUDGET_VARIANT = "budget-x1.5-b1-ort"
+BUDGET_VARIANT = "budget-x1.2-b1-ort"
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,18 @@ VARIANTS: tuple[Variant, ...] = (
         "token-pm-40",
         ("prune.method=token-pm", "prune.rate=0.4", "prune.options={prune_rate: 0.0}", *DISTILL),
     ),
-    # compressed to a budget: 1.5x faster at batch 1 in ONNX Runtime (this machine, torch's threads),
-    # tokens and heads searched jointly per block (docs/budget_search.md). Coarse latency tables
-    # timed briefly and cached in the output folder (a rerun reuses them); no verification step:
-    # the demo's own side-by-side timing measures every model
+    # compressed to a budget: 1.2x faster at batch 1 in ONNX Runtime (this machine, torch's threads),
+    # tokens and heads searched jointly per block (docs/budget_search.md). This model is ~1.4 ms at
+    # batch 1, half of it fixed per-op cost: 1.5x is about its fastest plan (2 tokens and 1 head
+    # per block, mAP ~5), 1.2x keeps the baseline's mAP within a point (B12). Coarse latency tables
+    # timed briefly and, with the measured sensitivity curves, cached in the output folder (a rerun
+    # reuses them); no verification step: the demo's own side-by-side timing measures every model
     Variant(
         BUDGET_VARIANT,
         (
             "prune.method=budget",
-            "prune.options={target_speedup: 1.5, runtime: onnxruntime, batch: 1, verify: false, latency: "
+            "prune.options={target_speedup: 1.2, runtime: onnxruntime, batch: 1, verify: false, "
+            "sensitivity_cache: '{output}/sensitivity', latency: "
             "{grid: coarse, min_time: 0.02, calib_time: 0.5, cache: '{output}/latency'}}",
             *DISTILL,
         ),

@@ -109,6 +109,10 @@ def test_compress_fine_tunes_with_distillation(model_dir: Path, synth_root: Path
             ["--target-gmacs", "1", "--token-method", "evit"],
             "--token-method='evit': expected one of amg, topk, tome",
         ),
+        (
+            ["--target-gmacs", "1", "--importance", "taylor"],
+            "--importance taylor: expected one of sensitivity, scores",
+        ),
     ],
 )
 def test_compress_errors_are_one_line(

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import reidprune
-from reidprune.budget.api import to_budget
+from reidprune.budget.api import IMPORTANCE, to_budget
 from reidprune.budget.candidates import TOKEN_METHODS
 from reidprune.budget.latency_cost import LatencyCostModel
 from reidprune.compress.config import PruneConfig
 from reidprune.compress.schedule import (
+    BUDGET_IMPORTANCE,
     BUDGET_LATENCY_OPTIONS,
     BUDGET_TOKEN_METHODS,
     SCHEDULE_ARGS,
@@ -46,8 +47,9 @@ def test_budget_options_are_to_budgets_keywords_and_the_checks() -> None:
     assert latency == BUDGET_LATENCY_OPTIONS
 
 
-def test_the_config_knows_the_search_token_methods() -> None:
+def test_the_config_knows_the_search_token_methods_and_importances() -> None:
     assert BUDGET_TOKEN_METHODS == TOKEN_METHODS
+    assert BUDGET_IMPORTANCE == IMPORTANCE
 
 
 @pytest.mark.parametrize(
@@ -76,6 +78,10 @@ def test_the_config_knows_the_search_token_methods() -> None:
         (
             PruneConfig("budget", options={"target_gmacs": 1.0, "token_method": "evit"}),
             "prune.options.token_method='evit': expected one of amg, topk, tome",
+        ),
+        (
+            PruneConfig("budget", options={"target_gmacs": 1.0, "importance": "taylor"}),
+            "prune.options.importance='taylor': expected one of sensitivity, scores",
         ),
     ],
 )

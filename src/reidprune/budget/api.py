@@ -6,9 +6,12 @@
 ViT: per-block token counts (`token_method`: AMG static masks ranked by calibrated Taylor scores,
 EViT top-k drops ranked by class-token attention, or ToMe merges ranked by key similarity) and head
 counts (map entropy), scored in one calibration pass. ResNet: per-conv internal widths (filter norm
-or FPGM criterion). The greedy search (`search.py`) runs once per weighting of heads against
-tokens in `head_weights`; the candidate whose embeddings stay closest to the unpruned model's on
-the calibration images (`proxy.py`) wins. No fine-tuning here: `reidprune compress --epochs N`
+or FPGM criterion). With calibration data, every group's loss curve is then measured
+(`sensitivity.py`: the proxy of the model with only that group's units removed), so heads, tokens
+and filters are traded on one scale. The greedy search (`search.py`) runs in one stage and in
+`sensitivity_stages` stages (curves measured again from each stage's plan), once per weighting of
+heads against tokens in `head_weights`; the candidate whose embeddings stay closest to the
+unpruned model's on the calibration images (`proxy.py`) wins. No fine-tuning here: `reidprune compress --epochs N`
 or `jobs.schedule.finetune` fine-tune the result with distillation.
 """
 
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,12 +36,20 @@ from reidprune.budget.candidates import (
 )
 from reidprune.budget.cost import UNITS, CostModel, GmacsCostModel, latency_cost_model
 from reidprune.budget.proxy import EmbeddingProxy
-from reidprune.budget.search import SearchResult, check_reachable, describe_plan, greedy_search
+from reidprune.budget.search import (
+    SearchResult,
+    check_reachable,
+    describe_plan,
+    greedy_search,
+    lost_importance,
+)
+from reidprune.budget.sensitivity import default_cache_dir, fingerprint, staged_key, with_sensitivity
 from reidprune.errors import CompressionError
 from reidprune.models.plan import CompressionPlan, plan_of
 
 GMACS_RUNTIME = "gmacs"  # runtime name whose "speed-up" is the GMACs ratio
 DEFAULT_HEAD_WEIGHTS = (0.5, 1.0, 2.0)
+IMPORTANCE = ("sensitivity", "scores")  # group losses: measured curves, or normalised scores alone
 
 
 def resolve_target(
@@ -124,6 +136,33 @@ def choose_cost_model(
     )
 
 
+def check_importance(importance: Any, points: Any, images: Any, stages: Any = 1) -> None:
+    if importance not in IMPORTANCE:
+        raise CompressionError(f"importance={importance!r}: expected one of {', '.join(IMPORTANCE)}")
+    named = (("sensitivity_points", points), ("sensitivity_images", images), ("sensitivity_stages", stages))
+    for name, value in named:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CompressionError(f"{name}={value!r}: expected an int >= 1")
+
+
+def first_images(batches: Sequence[Mapping[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The batches holding the first `count` images, the last one cut (every tensor of a batch
+    along its first dimension, other values as they are)."""
+    out: list[dict[str, Any]] = []
+    left = count
+    for batch in batches:
+        if left <= 0:
+            break
+        size = len(batch["image"])
+        if size > left:
+            batch = {
+                k: v[:left] if isinstance(v, torch.Tensor) and len(v) == size else v for k, v in batch.items()
+            }
+        out.append(dict(batch))
+        left -= min(size, left)
+    return out
+
+
 def take_batches(data: Iterable[Mapping[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
     """The first `count` batches of `data` (0 = all), copied to the CPU; a shuffling loader without
     its own generator draws them under `seed`, so the same seed gives the same images."""
@@ -152,12 +191,17 @@ def to_budget(
     latency: Mapping[str, Any] | None = None,
     correction: float = 1.0,
     calib_batches: int = 8,
-    head_weights: Sequence[float] = DEFAULT_HEAD_WEIGHTS,
+    head_weights: Sequence[float] | None = None,
     token_method: str = "amg",
     token_mode: str = "skip",
     min_tokens: int = 1,
     min_heads: int = 1,
     criterion: str = "l1",
+    importance: str = "sensitivity",
+    sensitivity_points: int = 4,
+    sensitivity_images: int = 64,
+    sensitivity_stages: int = 3,
+    sensitivity_cache: str | Path | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -174,7 +218,8 @@ def to_budget(
       aims at target / correction, so a model measured 10 % slower than predicted is re-planned 10 %
       tighter. 1 = trust the cost model.
     calib_batches: batches taken from `data` (0 = all). head_weights: weights of head importance
-      against token importance; one search per value, the proxy picks (ViT only).
+      against token importance; one search per value, the proxy picks (ViT only). Default: 1 with
+      measured curves (one scale for every kind), else 0.5, 1 and 2.
     token_method: how ViT tokens are removed: "amg" (static masks, default), "topk" (EViT: each block
       may drop tokens after its attention, gone from the MLP and every later block) or "tome"
       (ToMe: each block may merge up to half of its tokens). Searched jointly with the heads.
@@ -183,7 +228,16 @@ def to_budget(
       MLP). Ignored by top-k / ToMe.
     min_tokens / min_heads: patch tokens every block keeps (top-k / ToMe: the plan leaves after its
       last block) and heads every block keeps. criterion: CNN filter score "l1" | "l2" | "fpgm".
-      seed: which batches a shuffling loader yields.
+    importance: "sensitivity" (default; needs data): each group's loss is measured, the proxy of
+      the model with only that group's first units removed, at `sensitivity_points` counts on the
+      first `sensitivity_images` calibration images (`budget.sensitivity`); "scores": the
+      normalised scores' -ln curve alone (no extra passes). Scores always order a group's units.
+    sensitivity_stages: with measured curves, the search is also run in this many stages, the
+      curves measured again from the plan each stage reached (`staged_search`); the proxy picks
+      between the one-stage and the staged plan. 1: one stage only.
+    sensitivity_cache: folder of measured curves, one file per fingerprint of the weights, images,
+      groups and points (default $REIDPRUNE_CACHE/sensitivity or ~/.cache/reidprune/sensitivity).
+    seed: which batches a shuffling loader yields.
     The plan lists per block the kept tokens / heads (ViT) or widths (CNN) and the predicted cost,
     the dense and predicted cost, the measured GMACs, and every candidate the search compared.
     """
@@ -192,6 +246,10 @@ def to_budget(
     vit = is_vit(model)
     if vit and data is None:
         raise CompressionError("a ViT budget search needs calibration data (data=loader of batch dicts)")
+    check_importance(importance, sensitivity_points, sensitivity_images, sensitivity_stages)
+    if head_weights is None:  # measured curves put every kind on the proxy's scale
+        with_data = data is not None
+        head_weights = (1.0,) if importance == "sensitivity" and with_data else DEFAULT_HEAD_WEIGHTS
     weights = [float(w) for w in head_weights]
     if not weights or any(not math.isfinite(w) or w <= 0 for w in weights):
         raise CompressionError(f"head_weights={list(head_weights)}: expected positive numbers")
@@ -217,31 +275,50 @@ def to_budget(
     target = (value if kind != "speedup" else dense / value) / correction
     check_reachable(space, costs, target)
     proxy = EmbeddingProxy(model, batches) if batches else None
+    measure: Callable[[SearchSpace, list[int]], SearchSpace] | None = None
+    if importance == "sensitivity" and batches:
+        images = first_images(batches, sensitivity_images)
+        folder = (
+            Path(sensitivity_cache).expanduser() if sensitivity_cache is not None else default_cache_dir()
+        )
+        key = fingerprint(model, images, space, sensitivity_points)
+        quick = EmbeddingProxy(model, images)
+
+        def measure(current: SearchSpace, base: list[int]) -> SearchSpace:
+            where = staged_key(key, base, current) if any(base) else key
+            return with_sensitivity(model, current, quick, sensitivity_points, folder, where, base)
+
+        space = measure(space, [0] * len(space.groups))
+    else:  # no data (a ResNet searched without a loader) or asked for: scores alone
+        space.info["importance"] = {"kind": "scores"}
     has_heads = any(g.kind == "heads" for g in space.groups)
     grid = weights if has_heads else [1.0]
+    stage_counts = sorted({1, sensitivity_stages}) if measure is not None else [1]
     candidates: list[dict[str, Any]] = []
-    results: list[tuple[SearchResult, nn.Module]] = []
-    for weight in grid:
-        result = greedy_search(space, costs, target, {"tokens": 1.0, "heads": weight, "filters": 1.0})
-        same = next((i for i, (r, _) in enumerate(results) if r.removed == result.removed), None)
+    results: list[tuple[SearchResult, nn.Module, SearchSpace]] = []
+    for weight, stages in itertools.product(grid, stage_counts):
+        kind_weights = {"tokens": 1.0, "heads": weight, "filters": 1.0}
+        result, searched = staged_search(space, costs, target, kind_weights, stages, measure)
+        same = next((i for i, (r, _, _) in enumerate(results) if r.removed == result.removed), None)
         if same is not None:  # an identical plan: no need to build and score it again
-            candidates.append({**candidates[same], "head_weight": weight})
+            candidates.append({**candidates[same], "head_weight": weight, "stages": stages})
             results.append(results[same])
             continue
         built = apply_plan(model, space, result.removed)
         entry = {
             "head_weight": weight,
+            "stages": stages,
             "predicted_cost": result.cost,
             "lost_importance": result.lost,
             "steps": result.steps,
         }
         entry["proxy"] = proxy(built) if proxy is not None else None
         candidates.append(entry)
-        results.append((result, built))
+        results.append((result, built, searched))
     chosen = min(range(len(results)), key=lambda i: (candidates[i]["proxy"] or 0.0, i))
-    result, small = results[chosen]
+    result, small, searched = results[chosen]
     plan = _plan_dict(
-        space, result, costs, kind, value, target, runtime, batch, threads, candidates, chosen, proxy
+        searched, result, costs, kind, value, target, runtime, batch, threads, candidates, chosen, proxy
     )
     plan["target"]["correction"] = float(correction)
     plan["measured_gmacs"] = _measured_gmacs(small)
@@ -255,6 +332,32 @@ def to_budget(
     )
     small.train(model.training)
     return small, plan
+
+
+def staged_search(
+    space: SearchSpace,
+    costs: CostModel,
+    target: float,
+    kind_weights: Mapping[str, float],
+    stages: int = 1,
+    measure: Callable[[SearchSpace, list[int]], SearchSpace] | None = None,
+) -> tuple[SearchResult, SearchSpace]:
+    """(result, the space its last stage searched). stages > 1 (with `measure`): the greedy search
+    stops at 1/stages, 2/stages ... of the way from the dense cost to the target, and before each
+    later stage every group's curve is measured again from the plan reached (`measure`), so that
+    removals that hurt together (several blocks emptied one after another) are priced as such."""
+    dense = costs.predict(space.sketch([0] * len(space.groups)))
+    stages = stages if measure is not None else 1
+    removed: list[int] | None = None
+    steps = 0
+    for stage in range(1, stages + 1):
+        goal = target if stage == stages else dense - (dense - target) * stage / stages
+        if removed is not None and measure is not None:
+            space = measure(space, removed)
+        result = greedy_search(space, costs, goal, kind_weights, start=removed)
+        removed, steps = result.removed, steps + result.steps
+    lost = lost_importance(space, result.removed, result.kind_weights)
+    return SearchResult(result.removed, result.cost, dense, lost, steps, result.kind_weights), space
 
 
 def _measured_gmacs(model: nn.Module) -> float:

@@ -59,6 +59,8 @@ class Group:
     order: unit ids (token positions, head indices, filter indices) in removal order.
     importance: normalised importance of each unit of `order`, same order.
     min_keep: units the group always keeps; step: units removed per search step.
+    curve: measured loss at some removal counts ((count, loss), ascending; `budget.sensitivity`);
+      None: the loss comes from `importance` alone.
     """
 
     kind: str
@@ -69,6 +71,7 @@ class Group:
     importance: tuple[float, ...]
     min_keep: int
     step: int
+    curve: tuple[tuple[int, float], ...] | None = None
 
     @property
     def size(self) -> int:
@@ -79,15 +82,27 @@ class Group:
         return self.size - self.min_keep
 
     def loss(self, removed: int) -> float:
-        """Importance lost when the first `removed` units go: -mass * ln(kept mass / mass).
-
-        About the removed mass while little is removed, growing without bound as the group
-        empties, so the search spreads removals instead of emptying the cheapest block."""
+        """Importance lost when the first `removed` units go. With a measured `curve`: the curve
+        through (0, 0), linear between its points. Else -mass * ln(kept mass / mass): about the
+        removed mass while little is removed, growing without bound as the group empties, so the
+        search spreads removals instead of emptying the cheapest block."""
         if removed <= 0:
             return 0.0
+        if self.curve is not None:
+            return _interpolate(self.curve, removed)
         mass = sum(self.importance)
         kept = sum(self.importance[removed:])
         return mass * (math.log(mass) - math.log(max(kept, mass * 1e-12)))
+
+
+def _interpolate(curve: tuple[tuple[int, float], ...], n: int) -> float:
+    """The piecewise-linear curve through (0, 0) and `curve` at n (extended flat past its end)."""
+    x0, y0 = 0, 0.0
+    for x1, y1 in curve:
+        if n <= x1:
+            return y0 + (y1 - y0) * (n - x0) / (x1 - x0)
+        x0, y0 = x1, y1
+    return y0
 
 
 @dataclass

@@ -3,8 +3,9 @@ predicted cost saved, re-predicting the cost after every step (docs/budget_searc
 
     result = greedy_search(space, cost_model, target=2.5, kind_weights={"tokens": 1, "heads": 1})
 
-Importance lost is `Group.loss`, -mass * ln(kept fraction of the group's importance), so a
-group's next units get dearer as it empties. Each step looks at every group's next `step` units
+Importance lost is `Group.loss`: the group's measured sensitivity curve (`sensitivity.py`), or
+-mass * ln(kept fraction of the group's importance); either way a group's next units get dearer
+as it empties. Each step looks at every group's next `step` units
 (its least important remaining ones; an untouched group also its next 2, 4, 8 ... steps), asks
 the cost model what removing them saves from the CURRENT plan (so interactions are priced: a
 token saves less attention once its block has lost heads, a head saves less once its block has
@@ -18,7 +19,7 @@ space, cost model and target always give the same plan.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +30,8 @@ from reidprune.errors import CompressionError
 
 @dataclass
 class SearchResult:
-    """removed[g]: units group g loses; cost: predicted cost of the plan; lost: weighted importance
-    removed; steps: search steps taken."""
+    """removed[g]: units group g loses; cost: predicted cost of the plan; lost: the plan's weighted
+    loss (`lost_importance`); steps: search steps taken."""
 
     removed: list[int]
     cost: float
@@ -41,10 +42,8 @@ class SearchResult:
 
 
 def lost_importance(space: SearchSpace, removed: list[int], kind_weights: Mapping[str, float]) -> float:
-    return sum(
-        kind_weights.get(g.kind, 1.0) * sum(g.importance[:n])
-        for g, n in zip(space.groups, removed, strict=True)
-    )
+    """The plan's weighted loss, the sum the search minimises (`Group.loss`)."""
+    return sum(kind_weights.get(g.kind, 1.0) * g.loss(n) for g, n in zip(space.groups, removed, strict=True))
 
 
 def check_reachable(space: SearchSpace, cost_model: CostModel, target: float) -> float:
@@ -82,12 +81,18 @@ class Move:
 
 
 def greedy_search(
-    space: SearchSpace, cost_model: CostModel, target: float, kind_weights: Mapping[str, float] | None = None
+    space: SearchSpace,
+    cost_model: CostModel,
+    target: float,
+    kind_weights: Mapping[str, float] | None = None,
+    start: Sequence[int] | None = None,
 ) -> SearchResult:
-    """The plan whose predicted cost is at most `target` (see the module docstring)."""
+    """The plan whose predicted cost is at most `target` (see the module docstring); from the plan
+    `start` when given (a later stage of a staged search), else from the dense model."""
     weights = {g.kind: float((kind_weights or {}).get(g.kind, 1.0)) for g in space.groups}
-    removed = [0] * len(space.groups)
-    dense = cost = cost_model.predict(space.sketch(removed))
+    dense = cost_model.predict(space.sketch([0] * len(space.groups)))
+    removed = list(start) if start is not None else [0] * len(space.groups)
+    cost = cost_model.predict(space.sketch(removed)) if start is not None else dense
     if cost > target:
         check_reachable(space, cost_model, target)
     steps = 0

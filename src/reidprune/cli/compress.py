@@ -50,6 +50,11 @@ def compress_command(
         "amg", "--token-method", help="ViT token reduction searched: amg (static masks) | topk (EViT) | tome"
     ),
     token_mode: str = typer.Option("skip", "--token-mode", help="AMG token masks: skip | kv"),
+    importance: str = typer.Option(
+        "sensitivity",
+        "--importance",
+        help="group losses: sensitivity (measured on calibration images) | scores (no extra passes)",
+    ),
     seed: int = typer.Option(0, "--seed", help="data order and fine-tuning seed"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda[:N]"),
     overwrite: bool = typer.Option(
@@ -80,7 +85,7 @@ def compress_command(
     """Compress a model to a budget: search per-block tokens (AMG masks, top-k drops or ToMe merges)
     and heads (ViT) or filter widths (ResNet) jointly, write the plan and the compressed model, optionally fine-tune it with distillation."""
     from reidprune import models
-    from reidprune.budget.api import check_token_method, resolve_target, to_budget
+    from reidprune.budget.api import IMPORTANCE, check_token_method, resolve_target, to_budget
     from reidprune.budget.latency import COARSE_GRID
     from reidprune.budget.verify import summary_line, verify_budget
     from reidprune.cli.eval import _data_config
@@ -97,6 +102,8 @@ def compress_command(
 
     resolve_target(target_speedup, target_latency_ms, target_gmacs)  # refused before any work
     check_token_method(token_method, "--token-method")
+    if importance not in IMPORTANCE:
+        raise ConfigError(f"--importance {importance}: expected one of {', '.join(IMPORTANCE)}")
     if epochs < 0:
         raise ConfigError(f"--epochs {epochs}: expected >= 0")
     if not 0 <= tolerance < 1:
@@ -141,6 +148,7 @@ def compress_command(
             calib_batches=calib_batches,
             token_method=token_method,
             token_mode=token_mode,
+            importance=importance,
             seed=seed,
             device=torch_device,
         )

@@ -33,6 +33,11 @@ BUDGET_OPTIONS = frozenset(
         "min_tokens",
         "min_heads",
         "criterion",
+        "importance",
+        "sensitivity_points",
+        "sensitivity_images",
+        "sensitivity_stages",
+        "sensitivity_cache",
         "verify",
         "verify_time",
         "tolerance",
@@ -40,6 +45,8 @@ BUDGET_OPTIONS = frozenset(
 )
 # prune.options.token_method: how the search reduces ViT tokens (budget.candidates.TOKEN_METHODS)
 BUDGET_TOKEN_METHODS = ("amg", "topk", "tome")
+# prune.options.importance: the search's group losses (budget.api.IMPORTANCE)
+BUDGET_IMPORTANCE = ("sensitivity", "scores")
 # prune.options.latency: options of the runtime latency model (grid: "coarse" | "full")
 BUDGET_LATENCY_OPTIONS = frozenset({"cache", "grid", "min_time", "chain", "calibrate", "calib_time"})
 
@@ -153,6 +160,11 @@ def check_budget_options(cfg: PruneConfig) -> None:
     if token_method not in BUDGET_TOKEN_METHODS:
         raise CompressionError(
             f"prune.options.token_method={token_method!r}: expected one of {', '.join(BUDGET_TOKEN_METHODS)}"
+        )
+    importance = cfg.options.get("importance", "sensitivity")
+    if importance not in BUDGET_IMPORTANCE:
+        raise CompressionError(
+            f"prune.options.importance={importance!r}: expected one of {', '.join(BUDGET_IMPORTANCE)}"
         )
     latency = cfg.options.get("latency")
     if latency is None:
