@@ -12,7 +12,15 @@ busy machine where absolute times drift between models. The tables are calibrate
 model measured whole (`LatencyModel.scale`); each row also shows the uncalibrated prediction (the
 raw sum of the isolated probes) to show what the calibration corrects.
 
-  target: |predicted / measured - 1| <= 10 % for every model at batch 1 and 64
+Predictions are in the tables' unit: milliseconds at the load under which the load meter's reference
+was cached (every table point is timed next to the meter and scaled by it). The side-by-side rounds
+time the same meter (cold, as for the tables), so each measurement is also brought to that load
+("measured_ms": median per-round model / meter ratio x the reference; "load": meter now /
+reference). On this shared 2-core machine the same model measured 1.15-1.6x apart minutes apart
+(session 5), so absolute milliseconds only compare at one load. "error_vs_raw_pct" compares the
+prediction with the plain median, "error_at_current_load_pct" the prediction times the load with it.
+
+  target: |predicted / measured - 1| <= 10 % for every model at batch 1 and 64 (at the tables' load)
 
 Writes benchmarks/results/latency_model.json and prints a table. --smoke runs tiny models with a
 coarse grid in seconds (a check that the script works, not a result; written elsewhere).
@@ -149,6 +157,7 @@ def main() -> None:
                     batch,
                     args.threads,
                     min_time=args.min_time,
+                    meter_reference_ms=predicted["meter_reference_ms"],
                 )
                 measured = timed["model"]
                 reference = predict_latency(
@@ -156,15 +165,22 @@ def main() -> None:
                 )
                 speedup = timed["dense"]["median_ms"] / measured["median_ms"]
                 predicted_speedup = reference["predicted_ms"] / predicted["predicted_ms"]
-                error = 100 * (predicted["predicted_ms"] / measured["median_ms"] - 1)
-                raw_error = 100 * (raw["predicted_ms"] / measured["median_ms"] - 1)
+                # the prediction is in the tables' load (the meter's reference): compare it with the
+                # measurement brought to that load by the meter timed in the same rounds
+                error = 100 * (predicted["predicted_ms"] / measured["normalised_ms"] - 1)
+                raw_error = 100 * (raw["predicted_ms"] / measured["normalised_ms"] - 1)
                 row = {
                     "model": name,
                     "batch": batch,
                     "predicted_ms": predicted["predicted_ms"],
-                    "measured_ms": measured["median_ms"],
+                    "measured_ms": measured["normalised_ms"],
+                    "measured_raw_ms": measured["median_ms"],
+                    "load": timed["load"],
                     "measured_p90_ms": measured["p90_ms"],
                     "error_pct": error,
+                    "error_at_current_load_pct": 100
+                    * (predicted["predicted_ms"] * timed["load"] / measured["median_ms"] - 1),
+                    "error_vs_raw_pct": 100 * (predicted["predicted_ms"] / measured["median_ms"] - 1),
                     "measured_speedup": speedup,
                     "predicted_speedup": predicted_speedup,
                     "speedup_error_pct": 100 * (predicted_speedup / speedup - 1),
@@ -186,7 +202,9 @@ def main() -> None:
                             "batch",
                             "predicted_ms",
                             "measured_ms",
+                            "load",
                             "error_pct",
+                            "error_vs_raw_pct",
                             "uncalibrated_error_pct",
                             "speedup_error_pct",
                             "scale",

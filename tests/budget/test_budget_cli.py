@@ -183,6 +183,9 @@ def test_compress_to_a_speedup_on_onnxruntime_verifies_the_exported_model(
     assert measured["unit"] == "ms" and measured["setting"]["runtime"] == "onnxruntime"
     assert measured["speedup"] == pytest.approx(measured["original"] / measured["compressed"])
     assert verify["missed"] == (verify["shortfall"] > 0.07)
+    # the tables' load meter was timed in the same rounds: both models also at the tables' load
+    assert plan["cost_model"]["meter_reference_ms"] > 0 and measured["load"] > 0
+    assert set(measured["normalised_ms"]) == {"original", "compressed"}
     assert ("MISSED the target" in result.output) == verify["missed"]
     assert verify["gmacs"]["compressed"] == pytest.approx(plan["measured_gmacs"])
     assert (out / "model.onnx").is_file() and verify["onnx"] == str(out / "model.onnx")

@@ -186,3 +186,41 @@ def test_the_load_meter_is_timed_cold_for_its_reference_and_next_to_every_table(
         assert latency.METER in keys
         assert hooks == ((latency.METER, CacheFlush.__name__),)
     assert seen[0][0] == (latency.METER,)  # the reference first, alone but cold
+
+
+def test_a_measurement_is_brought_to_the_tables_load_by_the_same_cold_meter(
+    table: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Predictions are in the meter reference's load: a side-by-side measurement given that reference
+    times the meter in its rounds (cold) and reports each model at that load, and the load itself."""
+    import statistics
+
+    import reidprune.budget.latency as latency
+    from reidprune.budget.latency import measure_side_by_side
+    from reidprune.budget.probes import CacheFlush
+
+    predicted = predict_latency(tiny.vit_bnneck(), cache=table, **FAST)
+    reference = predicted["meter_reference_ms"]
+    assert reference is not None and reference > 0
+    samples: dict = {}
+    real = latency.interleaved_times
+
+    def spy(fns, **kwargs):  # type: ignore[no-untyped-def]
+        assert {k: type(v).__name__ for k, v in (kwargs.get("before") or {}).items()} == {
+            latency.METER: CacheFlush.__name__
+        }
+        samples.update(real(fns, **kwargs))
+        return {k: list(v) for k, v in samples.items()}
+
+    monkeypatch.setattr(latency, "interleaved_times", spy)
+    timed = measure_side_by_side(
+        {"model": tiny.vit_bnneck()}, "torch", 1, 1, min_time=0.01, meter_reference_ms=reference
+    )
+    meter, model = samples[latency.METER], samples["model"]
+    assert timed["load"] == pytest.approx(statistics.median(meter) * 1e3 / reference)
+    ratio = statistics.median(a / b for a, b in zip(model, meter, strict=True))
+    assert timed["model"]["normalised_ms"] == pytest.approx(ratio * reference)
+    assert latency.METER not in timed
+    monkeypatch.setattr(latency, "interleaved_times", real)
+    plain = measure_side_by_side({"model": tiny.vit_bnneck()}, "torch", 1, 1, min_time=0.01)
+    assert "load" not in plain and "normalised_ms" not in plain["model"]

@@ -737,6 +737,7 @@ class LatencyModel:
             "setting": asdict(self.setting),
             "cache": str(self.cache.path),
             "measured_points": self.cache.measured,
+            "meter_reference_ms": self.cache.get(METER) if self.normalise else None,
         }
 
 
@@ -1016,16 +1017,24 @@ def measure_side_by_side(
     *,
     min_time: float = 2.0,
     graphs: dict[str, str | Path] | None = None,
+    meter_reference_ms: float | None = None,
 ) -> dict[str, Any]:
     """{name: {median_ms, p90_ms, rounds}, "setting": ...} of several whole models on `runtime`,
     timed in the same interleaved rounds (`measure.timing.interleaved_times`), so that their ratios
     hold on a busy machine. graphs: where to write a model's ONNX graph (ONNX Runtime; default a
-    temporary folder), checked against PyTorch when given."""
-    from reidprune.measure.timing import interleaved_times, summarize_ms
+    temporary folder), checked against PyTorch when given.
+
+    meter_reference_ms: the load meter's cached time of the tables that made a prediction (its
+    "meter_reference_ms"). The meter is then timed in the same rounds, cold as for the tables, and
+    every model gets "normalised_ms" (median per-round model / meter ratio x the reference: the
+    model's time at the load the tables are expressed in, comparable with the prediction on a
+    machine whose load has changed since) and the result a "load" (meter now / reference)."""
+    from reidprune.measure.timing import summarize_ms
 
     setting = setting_for(runtime, batch, threads)
     graphs = dict(graphs or {})
     fns = {}
+    before = {}
     with Runner(setting) as run:
         for name, model in models.items():
             model = model.eval()
@@ -1034,10 +1043,22 @@ def measure_side_by_side(
                 fns[name] = _exported_call(model, inputs, setting, run, graphs.get(name))
             else:
                 fns[name] = run.callable(EmbeddingProbe(model), inputs)
-        times = interleaved_times(fns, min_time=min_time, warmup=3, min_rounds=5, device=run.device)
+        if meter_reference_ms is not None:
+            meter_inputs = (torch.zeros(batch, LoadMeter.TOKENS, LoadMeter.DIM),)
+            fns[METER] = run.callable(LoadMeter(), meter_inputs)
+            before = {METER: CacheFlush()}
+        times = interleaved_times(
+            fns, min_time=min_time, warmup=3, min_rounds=5, device=run.device, before=before
+        )
+    meter = times.pop(METER, None)
     out: dict[str, Any] = {
         name: {**summarize_ms(samples), "rounds": len(samples)} for name, samples in times.items()
     }
+    if meter is not None and meter_reference_ms is not None:
+        for name, samples in times.items():
+            ratios = [a / b for a, b in zip(samples, meter, strict=True) if b > 0]
+            out[name]["normalised_ms"] = statistics.median(ratios) * meter_reference_ms
+        out["load"] = statistics.median(meter) * 1e3 / meter_reference_ms
     return {**out, "setting": asdict(setting)}
 
 

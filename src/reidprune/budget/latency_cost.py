@@ -25,6 +25,7 @@ from torch import nn
 from reidprune.budget.latency import (
     AMG_KINDS,
     DROP_KINDS,
+    METER,
     Grid,
     LatencyModel,
     Table,
@@ -113,6 +114,7 @@ class LatencyCostModel:
                     cnn_offsets=resnet_offsets(tables, calibration), info=info,
                 )  # fmt: skip
             built.info["measured_points"] = lm.cache.measured
+            built.info["meter_reference_ms"] = lm.cache.get(METER) if lm.normalise else None
         return built
 
     def block_ms(self, sketch: Sketch) -> list[float]:

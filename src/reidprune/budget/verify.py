@@ -10,6 +10,9 @@ The compressed model is exported with `reidprune.export.export_onnx` (checked ag
 targets (and runtime "gmacs") are verified on the counted GMACs. `missed` is True when the measured
 result falls short of the target by more than `tolerance` (relative); `correction` (measured /
 predicted cost, or of the speed-up's inverse) is what `to_budget(correction=)` re-plans with.
+With a latency cost model the load meter of its tables is timed in the same rounds: `measured.load`
+says how much busier the machine is than when the tables were timed, `measured.normalised_ms` the
+two models' times at the tables' load (what the predicted milliseconds are comparable with).
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ def verify_budget(
             export_onnx(small, onnx_path)
         measured = {"original": gmacs["original"], "compressed": gmacs["compressed"], "unit": "GMACs"}
     else:
-        times = _measure(original, small, deployment, onnx_path, min_time)
+        reference = plan.get("cost_model", {}).get("meter_reference_ms")
+        times = _measure(original, small, deployment, onnx_path, min_time, reference)
         measured = {
             "original": times["original"]["median_ms"],
             "compressed": times["compressed"]["median_ms"],
@@ -71,6 +75,9 @@ def verify_budget(
             "rounds": times["compressed"]["rounds"],
             "setting": times["setting"],
         }
+        if "load" in times:  # the same figures at the load the latency tables are expressed in
+            measured["load"] = times["load"]
+            measured["normalised_ms"] = {k: times[k]["normalised_ms"] for k in ("original", "compressed")}
     measured["speedup"] = measured["original"] / measured["compressed"]
     report["measured"] = measured
     if onnx_path is not None:
@@ -85,6 +92,7 @@ def _measure(
     deployment: dict[str, Any],
     onnx_path: str | Path | None,
     min_time: float,
+    meter_reference_ms: float | None = None,
 ) -> dict[str, Any]:
     from reidprune.budget.latency import measure_side_by_side
 
@@ -97,6 +105,7 @@ def _measure(
             deployment["threads"],
             min_time=min_time,
             graphs=graphs,
+            meter_reference_ms=meter_reference_ms,
         )
     except ValueError as err:
         raise CompressionError(f"verifying on runtime '{deployment['runtime']}': {err}") from None
