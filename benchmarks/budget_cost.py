@@ -2,8 +2,9 @@
 
 `reidprune.budget.to_budget` (target x2, batch 1, ONNX Runtime, 2 threads; random weights and
 calibration images, `--calib-batches` batches of 4) is timed twice: first with an empty latency
-cache (every table timed: the first search on a machine), then again with the tables cached. The
-search itself (calibration pass, greedy search per head weight, proxy) is in both.
+cache (every table timed and every group's sensitivity curve measured: the first search on a
+machine), then again with the tables and curves cached. The search itself (calibration pass,
+greedy search per head weight, proxy) is in both.
 
   target: first run <= 5 minutes; cached <= 10 s
 
@@ -68,10 +69,20 @@ def main() -> None:
                 threads=args.threads,
                 latency=latency,
                 calib_batches=0,
+                sensitivity_cache=Path(cache) / "sensitivity",
             )
             seconds = time.perf_counter() - start
             plans.append(plan)
-            rows.append({"run": run, "seconds": seconds, "limit s": limit, "ok": seconds <= limit})
+            importance = plan["search"]["space"]["importance"]
+            rows.append(
+                {
+                    "run": run,
+                    "seconds": seconds,
+                    "limit s": limit,
+                    "ok": seconds <= limit,
+                    "sensitivity curves": "read" if importance.get("cached") else "measured",
+                }
+            )
             print(f"{run}: {seconds:.1f} s")
     rows[1]["same plan"] = plans[0]["blocks"] == plans[1]["blocks"]
     print_table(
