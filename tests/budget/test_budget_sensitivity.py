@@ -129,15 +129,11 @@ def test_the_search_spares_the_groups_the_proxy_finds_sensitive() -> None:
     costs = GmacsCostModel.for_model(model)
     target = 0.75 * costs.predict(space.sketch([0] * len(space.groups)))
 
-    def tokens_only(candidate) -> float:  # type: ignore[no-untyped-def]
-        spec = candidate.arch.tokens
-        return float(sum(33 - len(k) for k in spec["kept"] if k is not None)) if spec else 0.0
-
     def lost(result, kind: str) -> int:  # type: ignore[no-untyped-def]
         return sum(n for n, g in zip(result.removed, space.groups, strict=True) if g.kind == kind)
 
     by_scores = greedy_search(space, costs, target)
-    measured = greedy_search(with_sensitivity(model, space, tokens_only), costs, target)
+    measured = greedy_search(with_sensitivity(model, space, _tokens_removed), costs, target)
     assert measured.cost <= target
     assert lost(measured, "heads") == sum(g.removable for g in space.groups if g.kind == "heads")
     assert lost(measured, "tokens") < lost(by_scores, "tokens")

@@ -248,8 +248,7 @@ def to_budget(
         raise CompressionError("a ViT budget search needs calibration data (data=loader of batch dicts)")
     check_importance(importance, sensitivity_points, sensitivity_images, sensitivity_stages)
     if head_weights is None:  # measured curves put every kind on the proxy's scale
-        with_data = data is not None
-        head_weights = (1.0,) if importance == "sensitivity" and with_data else DEFAULT_HEAD_WEIGHTS
+        head_weights = (1.0,) if importance == "sensitivity" and data is not None else DEFAULT_HEAD_WEIGHTS
     weights = [float(w) for w in head_weights]
     if not weights or any(not math.isfinite(w) or w <= 0 for w in weights):
         raise CompressionError(f"head_weights={list(head_weights)}: expected positive numbers")

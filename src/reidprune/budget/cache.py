@@ -38,10 +38,15 @@ class Setting:
         )
 
 
+def cache_subdir(name: str) -> Path:
+    """$REIDPRUNE_CACHE/<name>, else ~/.cache/reidprune/<name>: where reidprune keeps what it measured."""
+    root = os.environ.get("REIDPRUNE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "reidprune") / name
+
+
 def default_cache_dir() -> Path:
     """$REIDPRUNE_CACHE/latency, else ~/.cache/reidprune/latency."""
-    root = os.environ.get("REIDPRUNE_CACHE")
-    return Path(root) / "latency" if root else Path.home() / ".cache" / "reidprune" / "latency"
+    return cache_subdir("latency")
 
 
 class LatencyCache:

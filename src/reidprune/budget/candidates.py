@@ -47,6 +47,7 @@ CHAINED_METHODS = ("topk", "tome")  # a token removed in one block is gone from 
 FILTER_CRITERIA = ("l1", "l2", "fpgm")
 TOKEN_DISCOUNT = {"kv": 0.03, "skip": 0.015}  # AMG's depth discounts (compress.tokens)
 HEAD_DEPTH_WEIGHT = 0.02  # AMG's delta (compress.heads)
+Curve = tuple[tuple[int, float], ...]  # (units removed, loss) points, ascending in units
 MIN_DEPTH_FACTOR = 0.1  # keeps 1 - c*l positive in backbones deeper than AMG's 12 blocks
 
 
@@ -71,7 +72,7 @@ class Group:
     importance: tuple[float, ...]
     min_keep: int
     step: int
-    curve: tuple[tuple[int, float], ...] | None = None
+    curve: Curve | None = None
 
     @property
     def size(self) -> int:
@@ -95,7 +96,7 @@ class Group:
         return mass * (math.log(mass) - math.log(max(kept, mass * 1e-12)))
 
 
-def _interpolate(curve: tuple[tuple[int, float], ...], n: int) -> float:
+def _interpolate(curve: Curve, n: int) -> float:
     """The piecewise-linear curve through (0, 0) and `curve` at n (extended flat past its end)."""
     x0, y0 = 0, 0.0
     for x1, y1 in curve:

@@ -292,8 +292,7 @@ class LatencyModel:
             times = interleaved_times(fns, min_time=min_time, warmup=2, min_rounds=5, device=run.device)
             return {name: statistics.median(samples) * 1e3 for name, samples in times.items()}
         if self._meter is None:
-            inputs = (torch.zeros(self.setting.batch, LoadMeter.TOKENS, LoadMeter.DIM),)
-            self._meter = run.callable(LoadMeter(), inputs)
+            self._meter = meter_call(run, self.setting.batch)
             self._flush = CacheFlush()
         meter, cold = self._meter, {METER: self._flush}
         reference = self.cache.get(METER)
@@ -307,11 +306,7 @@ class LatencyModel:
         times = interleaved_times(
             {**fns, METER: meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device, before=cold
         )
-        out = {}
-        for name in fns:
-            ratios = [a / b for a, b in zip(times[name], times[METER], strict=True) if b > 0]
-            out[name] = statistics.median(ratios) * reference
-        return out
+        return {name: at_meter_reference(times[name], times[METER], reference) for name in fns}
 
     def _fill(
         self, shape: tuple[int, ...], entries: list[tuple[tuple[int, ...], str, Probe]], chain: int
@@ -1009,6 +1004,18 @@ def measure_latency(
     return {**measured["model"], "setting": measured["setting"]}
 
 
+def meter_call(run: Runner, batch: int) -> Callable[[], Any]:
+    """The load meter (`LoadMeter`) at `batch`, ready to call on `run`'s runtime."""
+    return run.callable(LoadMeter(), (torch.zeros(batch, LoadMeter.TOKENS, LoadMeter.DIM),))
+
+
+def at_meter_reference(samples: Sequence[float], meter: Sequence[float], reference_ms: float) -> float:
+    """Milliseconds of the timed calls `samples` at the load of the meter's reference: the median
+    per-round ratio to the meter timed in the same rounds, times the reference."""
+    ratios = [a / b for a, b in zip(samples, meter, strict=True) if b > 0]
+    return statistics.median(ratios) * reference_ms
+
+
 def measure_side_by_side(
     models: dict[str, nn.Module],
     runtime: str = "onnxruntime",
@@ -1044,8 +1051,7 @@ def measure_side_by_side(
             else:
                 fns[name] = run.callable(EmbeddingProbe(model), inputs)
         if meter_reference_ms is not None:
-            meter_inputs = (torch.zeros(batch, LoadMeter.TOKENS, LoadMeter.DIM),)
-            fns[METER] = run.callable(LoadMeter(), meter_inputs)
+            fns[METER] = meter_call(run, batch)
             before = {METER: CacheFlush()}
         times = interleaved_times(
             fns, min_time=min_time, warmup=3, min_rounds=5, device=run.device, before=before
@@ -1056,8 +1062,7 @@ def measure_side_by_side(
     }
     if meter is not None and meter_reference_ms is not None:
         for name, samples in times.items():
-            ratios = [a / b for a, b in zip(samples, meter, strict=True) if b > 0]
-            out[name]["normalised_ms"] = statistics.median(ratios) * meter_reference_ms
+            out[name]["normalised_ms"] = at_meter_reference(samples, meter, meter_reference_ms)
         out["load"] = statistics.median(meter) * 1e3 / meter_reference_ms
     return {**out, "setting": asdict(setting)}
 

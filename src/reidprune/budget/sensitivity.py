@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,17 +34,16 @@ import torch
 from torch import nn
 
 from reidprune.atomic import write_json
-from reidprune.budget.candidates import SearchSpace, apply_plan
+from reidprune.budget.cache import cache_subdir
+from reidprune.budget.candidates import Curve, SearchSpace, apply_plan
 
 MIN_SLOPE = 1e-9  # a removal is never free: equal proxies still order the groups by their scores
 FORMAT = 1  # of the cached curves; files of another format are measured again
-Curve = tuple[tuple[int, float], ...]
 
 
 def default_cache_dir() -> Path:
     """$REIDPRUNE_CACHE/sensitivity, else ~/.cache/reidprune/sensitivity."""
-    root = os.environ.get("REIDPRUNE_CACHE")
-    return Path(root) / "sensitivity" if root else Path.home() / ".cache" / "reidprune" / "sensitivity"
+    return cache_subdir("sensitivity")
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
