@@ -51,7 +51,12 @@ RESULT = HERE / "results" / "budget_quality.json"
 # uniform single-method plans per model: (label, method, rates, extra options)
 UNIFORM = {
     "vit": (
-        ("tokens only (AMG skip)", "token-amg", (0.2, 0.35, 0.5, 0.65, 0.8), "prune.options={mode: skip}"),
+        (
+            "tokens only (AMG skip)",
+            "token-amg",
+            (0.2, 0.35, 0.5, 0.65, 0.8, 0.9),
+            "prune.options={mode: skip}",
+        ),
         ("heads only (entropy)", "head-entropy", (0.25, 0.42, 0.5, 0.67), None),
     ),
     "resnet18": (("filters only (HFP)", "filter-hfp", (0.2, 0.35, 0.5, 0.65, 0.8), None),),

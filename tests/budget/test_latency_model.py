@@ -175,6 +175,7 @@ def test_the_load_meter_is_timed_cold_for_its_reference_and_next_to_every_table(
 
     def spy(fns, **kwargs):  # type: ignore[no-untyped-def]
         before = kwargs.get("before") or {}
+        assert kwargs.get("steady", True), "probes are timed in steady state, as whole models are"
         seen.append((tuple(fns), tuple((k, type(v).__name__) for k, v in before.items())))
         return real(fns, **kwargs)
 
@@ -206,6 +207,7 @@ def test_a_measurement_is_brought_to_the_tables_load_by_the_same_cold_meter(
     real = latency.interleaved_times
 
     def spy(fns, **kwargs):  # type: ignore[no-untyped-def]
+        assert kwargs.get("steady", True), "models are timed in steady state, as the tables' probes"
         assert {k: type(v).__name__ for k, v in (kwargs.get("before") or {}).items()} == {
             latency.METER: CacheFlush.__name__
         }

@@ -12,7 +12,7 @@ from reidprune.export.benchmark import summarize_ms
 def test_rounds_time_every_callable_once_in_rotated_order() -> None:
     calls: list[str] = []
     fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
-    times = interleaved_times(fns, rounds=3, warmup=1)
+    times = interleaved_times(fns, rounds=3, warmup=1, steady=False)
     warmup, rounds = ["a", "b", "c"], ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert calls == [*warmup, *rounds]
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}

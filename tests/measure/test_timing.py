@@ -14,9 +14,25 @@ from reidprune.measure.timing import interleaved_times, latency_ms, model_call, 
 def test_warmup_then_rounds_in_rotated_order() -> None:
     calls: list[str] = []
     fns = {k: (lambda k=k: calls.append(k)) for k in "ab"}
-    times = interleaved_times(fns, rounds=2, warmup=2)
+    times = interleaved_times(fns, rounds=2, warmup=2, steady=False)
     assert calls == ["a", "a", "b", "b", "a", "b", "b", "a"]
     assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+
+
+def test_steady_state_every_timed_call_follows_a_call_of_itself() -> None:
+    calls: list[str] = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "ab"}
+    times = interleaved_times(fns, rounds=3, warmup=1)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    # warm-up a b, then rounds a b | b a | a b: each timed call right after an untimed call of
+    # itself, none added where the same key ran last anyway (b then b, a then a)
+    assert calls[2:] == ["a", "a", "b", "b", "b", "a", "a", "a", "b", "b"]
+
+
+def test_a_single_callable_gets_no_extra_calls() -> None:
+    calls: list[str] = []
+    interleaved_times({"x": lambda: calls.append("x")}, rounds=4, warmup=1)
+    assert len(calls) == 5
 
 
 def test_min_rounds_holds_without_an_upper_bound() -> None:

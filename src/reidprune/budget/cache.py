@@ -18,7 +18,9 @@ from typing import Any
 
 from reidprune.atomic import write_json
 
-FORMAT = 3  # 3: the load meter timed cold (2: warm, ~1.5x too fast); older files are re-measured
+# 4: probes timed in steady state (`measure.timing`; 3: right after other probes, cold for small
+# ones); 3: the load meter timed cold (2: warm, ~1.5x too fast). Older files are re-measured.
+FORMAT = 4
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ class LatencyCostModel:
         self.cnn_blocks = cnn_blocks
         self.cnn_offsets = cnn_offsets or [0.0] * len(cnn_blocks or [])  # calibration, per block
         self.info = info or {}
+        # (block, what its cost depends on) -> ms: a search step changes one or two blocks of a
+        # plan, so the others are looked up again and again (B13: 12 s of 15 s were interpolation)
+        self._memo: dict[tuple[Any, ...], float] = {}
 
     @classmethod
     def for_model(
@@ -123,9 +126,13 @@ class LatencyCostModel:
             if self.vit_blocks is None or self.hidden is None or len(sketch.heads) != len(self.vit_blocks):
                 raise CompressionError("latency cost model: the sketch does not describe this ViT's blocks")
             out = []
-            for tables, hidden, n, c, h in zip(
-                self.vit_blocks, self.hidden, sketch.tokens, sketch.kept, sketch.heads, strict=True
+            for i, (tables, hidden, n, c, h) in enumerate(
+                zip(self.vit_blocks, self.hidden, sketch.tokens, sketch.kept, sketch.heads, strict=True)
             ):
+                key = (i, n, c, h, sketch.method, sketch.mode)
+                if key in self._memo:
+                    out.append(self._memo[key])
+                    continue
                 if c >= n:
                     geo = {"kind": "dense", "queries": n, "keys": n, "mlp_tokens": n}
                 elif sketch.method in DROP_KINDS:  # attention on all tokens, MLP on those left
@@ -140,7 +147,8 @@ class LatencyCostModel:
                         "(for_model(token_kinds=...))"
                     )
                 geo |= {"tokens_in": n, "heads": h, "hidden": hidden}
-                out.append(vit_block_ms(tables, geo, self.scale))
+                self._memo[key] = vit_block_ms(tables, geo, self.scale)
+                out.append(self._memo[key])
             return out
         if (
             not isinstance(sketch, CnnSketch)
@@ -148,10 +156,15 @@ class LatencyCostModel:
             or len(sketch.widths) != len(self.cnn_blocks)
         ):
             raise CompressionError("latency cost model: the sketch does not describe this CNN's blocks")
-        return [
-            resnet_block_ms(table, widths, self.scale, offset)
-            for table, widths, offset in zip(self.cnn_blocks, sketch.widths, self.cnn_offsets, strict=True)
-        ]
+        out = []
+        for i, (table, widths, offset) in enumerate(
+            zip(self.cnn_blocks, sketch.widths, self.cnn_offsets, strict=True)
+        ):
+            key = (i, tuple(widths))
+            if key not in self._memo:
+                self._memo[key] = resnet_block_ms(table, widths, self.scale, offset)
+            out.append(self._memo[key])
+        return out
 
     def predict(self, sketch: Sketch) -> float:
         return self.call_ms + self.fixed_ms + sum(self.block_ms(sketch))

@@ -8,7 +8,12 @@ the latency model of `reidprune.budget`) comes from `interleaved_times`:
     summarize_ms(times["dense"])                           # {"median_ms": ..., "p90_ms": ...}
 
 Every round calls each callable once, in an order rotated from round to round, so a slow spell on
-a shared machine hits every callable alike and the ratios between them stay meaningful. On CUDA
+a shared machine hits every callable alike and the ratios between them stay meaningful. Each timed
+call follows an untimed call of the same callable (steady state: its weights in cache, as when a
+runtime serves calls back to back, the regime `onnxruntime_perf_test` and trtexec time); without
+it a small model timed right after another one ran from cold caches, up to 2x slower than it serves
+(a 0.5 M-parameter ViT on ONNX Runtime, measured), and its speed-up over a larger model came out
+wrong. On CUDA
 the device is synchronised around every timed call. `torch.utils.benchmark.Timer` was considered
 for the PyTorch side, but it times one statement at a time (no interleaving) and cannot time an
 ONNX Runtime or OpenVINO call next to a PyTorch one in the same rounds.
@@ -48,6 +53,7 @@ def interleaved_times(
     max_rounds: int | None = 200,
     device: torch.device | None = None,
     before: Mapping[Key, Callable[[], Any]] | None = None,
+    steady: bool = True,
 ) -> dict[Key, list[float]]:
     """Seconds per call of every callable, measured in interleaved rounds.
 
@@ -57,27 +63,36 @@ def interleaved_times(
     device: a CUDA device is synchronised before and after every timed call.
     before: per key, an untimed call made right before each of that key's calls (e.g. evicting the
       caches, so that a callable is always timed cold whatever ran before it).
+    steady: every timed call of a key without `before` right after an untimed call of itself (module
+      doc), unless that key was the last one called anyway; min_time counts these calls too.
+      False: each call right after whatever ran before it.
     """
     before = before or {}
+    keys = list(fns)
+    # keys whose timed call needs an untimed one of itself first (none when it is the only key)
+    warm = {k for k in keys if k not in before} if steady and len(keys) > 1 else set()
     estimate = 0.0
     for key, fn in fns.items():
         for _ in range(max(warmup, 1)):
             if key in before:
                 before[key]()
             last = _timed(fn, device)
-        estimate += last
+        estimate += last * (2 if key in warm else 1)
     if rounds is None:
         rounds = max(min_rounds, math.ceil(min_time / max(estimate, 1e-6)))
         if max_rounds is not None:
             rounds = min(max_rounds, rounds)
-    keys = list(fns)
     times: dict[Key, list[float]] = {k: [] for k in keys}
+    previous = keys[-1]  # the warm-up ended with it
     for r in range(rounds):
         shift = r % len(keys)
         for key in keys[shift:] + keys[:shift]:
             if key in before:
                 before[key]()
+            elif key in warm and previous != key:
+                fns[key]()
             times[key].append(_timed(fns[key], device))
+            previous = key
     return times
 
 
