@@ -190,3 +190,71 @@ def test_compress_to_a_speedup_on_onnxruntime_verifies_the_exported_model(
     assert verify["gmacs"]["compressed"] == pytest.approx(plan["measured_gmacs"])
     assert (out / "model.onnx").is_file() and verify["onnx"] == str(out / "model.onnx")
     assert reidprune.load(out / "model").compression_plan.method == "budget-search"
+
+
+@pytest.mark.parametrize("second", ["met", "missed"])
+def test_replan_corrects_an_exceeded_target_before_fine_tuning_and_keeps_the_better_plan(
+    second: str, model_dir: Path, synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--replan measures the searched model, searches once more with the measured correction when
+    it exceeds (or misses) the target, and keeps the re-planned model unless that one misses while
+    the first did not; then the kept model is verified. Measurements are faked (timing is never
+    asserted in tests); search, fine-tuning (none here), export and files are real."""
+    import reidprune.budget.api as api
+    import reidprune.budget.verify as verify
+
+    corrections: list[float] = []
+    real_search = api.to_budget
+
+    def search(*args, **kwargs):  # type: ignore[no-untyped-def]
+        corrections.append(kwargs["correction"])
+        return real_search(*args, **kwargs)
+
+    verdicts = iter(
+        [
+            {"shortfall": -0.25, "missed": False, "overshot": True, "correction": 0.8},
+            {"shortfall": 0.0 if second == "met" else 0.2, "missed": second == "missed", "overshot": False,
+             "correction": 1.0},
+            {"shortfall": 0.0, "missed": False, "overshot": False, "correction": 1.0},  # the final check
+        ]
+    )  # fmt: skip
+    written: list[object] = []
+
+    def fake_verify(original, small, plan, *, onnx_path=None, min_time=2.0, tolerance=0.07):  # type: ignore[no-untyped-def]
+        written.append(onnx_path)
+        return {
+            "target": {k: plan["target"][k] for k in ("kind", "value", "unit")},
+            "tolerance": tolerance,
+            "predicted": {"original": plan["dense_cost"], "compressed": plan["predicted_cost"],
+                          "speedup": plan["predicted_speedup"], "unit": plan["target"]["unit"]},
+            "measured": {"original": 1.0, "compressed": 1.0, "unit": "GMACs", "speedup": 1.0},
+        } | next(verdicts)  # fmt: skip
+
+    monkeypatch.setattr(api, "to_budget", search)
+    monkeypatch.setattr(verify, "verify_budget", fake_verify)
+    out = tmp_path / "out"
+    result = _invoke(
+        str(model_dir), "--data-root", str(synth_root), "--target-speedup", "1.5", "--runtime", "gmacs",
+        "--replan", "--out", str(out), "--calib-batches", "2", "data.num_workers=0", "data.batch_size=8",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert corrections == [1.0, 0.8]
+    assert written == [None, None, out / "model.onnx"]  # two measurements before the verification
+    assert "target EXCEEDED by 25.0 %" in result.output
+    assert "re-planning once with the measured correction x0.800" in result.output
+    plan = json.loads((out / "plan.json").read_text())
+    replan = plan["replan"]
+    assert replan["replanned"] and replan["first"]["overshot"]
+    if second == "met":
+        assert replan["kept"] == "second" and plan["target"]["correction"] == 0.8
+    else:
+        assert "keeping the first one" in result.output
+        assert (
+            replan["kept"] == "first" and plan["target"]["correction"] == 1.0 and replan["second"]["missed"]
+        )
+    saved = reidprune.load(out / "model")
+    assert plan["measured_gmacs"] == pytest.approx(count_gmacs(saved)["gmacs"], rel=1e-9)
+    assert json.loads((out / "verify.json").read_text()) == plan["verify"]
+    refused = _invoke(str(model_dir), "--data-root", str(synth_root), "--target-speedup", "1.5", "--replan",
+                      "--no-verify", "--out", str(tmp_path / "other"))  # fmt: skip
+    assert refused.exit_code == 2 and "--replan" in refused.output and "--verify" in refused.output

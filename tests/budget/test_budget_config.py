@@ -175,3 +175,85 @@ def test_a_prune_job_searches_the_token_method_of_its_options(synth_root: Path, 
     plan = json.loads((out / "plan.json").read_text())
     assert plan["search"]["token_method"] == "tome" and plan["predicted_speedup"] >= 1.3
     assert reidprune.load(out / "model").arch.tokens["method"] == "tome"
+
+
+def _job_config(synth_root: Path, tmp_path: Path, options: str):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    weights = reidprune.save(create("vit_tiny_reid", **TINY_VIT), tmp_path / "dense")
+    return load_config(
+        overrides=[
+            "data.format=synth",
+            f"data.root={synth_root}",
+            "data.synth_ids=4",
+            "data.num_workers=0",
+            "data.batch_size=8",
+            "data.num_instances=4",
+            "train.progress=false",
+            f"model.weights={weights}",
+            "prune.method=budget",
+            "prune.final_epochs=0",
+            "prune.calib_batches=2",
+            f"prune.options={options}",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
+
+
+def test_a_job_re_plans_an_exceeded_target_before_fine_tuning(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """options.replan: the searched model is measured, found faster than asked (faked measurement),
+    searched again with the correction (times any correction given) and the new plan is kept."""
+    import reidprune.budget.api as api
+    import reidprune.budget.verify as verify
+    from reidprune.jobs.prune import prune_experiment
+
+    corrections: list[float] = []
+    real_search = api.to_budget
+
+    def search(*args, **kwargs):  # type: ignore[no-untyped-def]
+        corrections.append(kwargs["correction"])
+        return real_search(*args, **kwargs)
+
+    verdicts = iter([(-0.3, True, 0.7), (0.01, False, 1.0), (0.01, False, 1.0)])
+
+    def fake_verify(original, small, plan, *, onnx_path=None, min_time=2.0, tolerance=0.07):  # type: ignore[no-untyped-def]
+        shortfall, overshot, correction = next(verdicts)
+        return {
+            "target": {k: plan["target"][k] for k in ("kind", "value", "unit")},
+            "tolerance": tolerance,
+            "predicted": {"speedup": plan["predicted_speedup"]},
+            "measured": {"original": 1.0, "compressed": 1.0, "unit": "GMACs", "speedup": 1.0},
+            "shortfall": shortfall,
+            "missed": False,
+            "overshot": overshot,
+            "correction": correction,
+        }
+
+    monkeypatch.setattr(api, "to_budget", search)
+    monkeypatch.setattr(verify, "verify_budget", fake_verify)
+    cfg = _job_config(
+        synth_root, tmp_path, "{target_speedup: 1.5, runtime: gmacs, correction: 0.9, replan: true}"
+    )
+    prune_experiment(cfg)
+    assert corrections == [0.9, pytest.approx(0.9 * 0.7)]
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["replan"]["kept"] == "second" and plan["replan"]["first"]["overshot"]
+    assert plan["target"]["correction"] == pytest.approx(0.63) and plan["verify"]["shortfall"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("{target_speedup: 1.5, runtime: gmacs, replan: yes-please}", "prune.options.replan='yes-please'"),
+        ("{target_speedup: 1.5, runtime: gmacs, replan: true, verify: false}", "needs verify: true"),
+        ("{target_speedup: 1.5, runtime: gmacs, verify_time: 0}", "prune.options.verify_time=0"),
+    ],
+)
+def test_bad_verification_options_name_their_key(
+    options: str, message: str, synth_root: Path, tmp_path: Path
+) -> None:
+    from reidprune.jobs.prune import prune_experiment
+
+    with pytest.raises(CompressionError, match=message):
+        prune_experiment(_job_config(synth_root, tmp_path, options))

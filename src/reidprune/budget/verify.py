@@ -8,8 +8,10 @@ The compressed model is exported with `reidprune.export.export_onnx` (checked ag
 `onnx_path`; on ONNX Runtime both graphs are timed in the same interleaved rounds
 (`budget.latency.measure_side_by_side`, `measure.timing`), on PyTorch their deploy forms. GMACs
 targets (and runtime "gmacs") are verified on the counted GMACs. `missed` is True when the measured
-result falls short of the target by more than `tolerance` (relative); `correction` (measured /
-predicted cost, or of the speed-up's inverse) is what `to_budget(correction=)` re-plans with.
+result falls short of the target by more than `tolerance` (relative); `overshot` when a measured
+latency or speed-up beats it by more than `tolerance` (the plan gave up accuracy the budget did
+not ask for: the cost model over-priced what it removed); `correction` (measured / predicted cost,
+or of the speed-up's inverse) is what `to_budget(correction=)` re-plans with, in either case.
 With a latency cost model the load meter of its tables is timed in the same rounds: `measured.load`
 says how much busier the machine is than when the tables were timed, `measured.normalised_ms` the
 two models' times at the tables' load (what the predicted milliseconds are comparable with).
@@ -17,6 +19,7 @@ two models' times at the tables' load (what the predicted milliseconds are compa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +132,8 @@ def _against_target(
     return {
         "shortfall": shortfall,
         "missed": shortfall > tolerance,
+        # a counted GMACs plan stops at the first step under the target: no overshoot to speak of
+        "overshot": kind != "gmacs" and shortfall < -tolerance,
         "correction": min(max(correction, 0.1), 10.0),
     }
 
@@ -152,4 +157,46 @@ def summary_line(report: dict[str, Any]) -> str:
             f"MISSED the target by {100 * report['shortfall']:.1f} % (tolerance "
             f"{100 * report['tolerance']:.0f} %): {what}"
         )
+    if report.get("overshot"):
+        return (
+            f"target EXCEEDED by {-100 * report['shortfall']:.1f} % (tolerance "
+            f"{100 * report['tolerance']:.0f} %; the plan removed more than the budget needed, "
+            f"--replan plans closer to it): {what}"
+        )
     return f"target met within {100 * report['tolerance']:.0f} %: {what}"
+
+
+def search_with_replan(
+    search: Callable[[float], tuple[nn.Module, dict[str, Any]]],
+    measure: Callable[[nn.Module, dict[str, Any]], dict[str, Any]],
+    log: Callable[[str], Any] = print,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Search, measure the searched model, and when it misses or exceeds the target by more than the
+    tolerance, search once more aiming at target / correction; before any fine-tuning, since a
+    model's speed does not depend on its weights (one fine-tuning whatever happens).
+
+    search(correction) -> (model, plan); measure(model, plan) -> a `verify_budget` report. The
+    re-planned model is kept unless it misses the target while the first one did not (too fast
+    beats too slow). The kept plan gets "replan": both reports and which one was kept."""
+    small, plan = search(1.0)
+    first = measure(small, plan)
+    log(f"searched model, before fine-tuning: {summary_line(first)}")
+    if not (first["missed"] or first.get("overshot")):
+        plan["replan"] = {"first": first, "replanned": False}
+        return small, plan
+    log(f"re-planning once with the measured correction x{first['correction']:.3f}")
+    again, again_plan = search(first["correction"])
+    second = measure(again, again_plan)
+    log(f"re-planned model, before fine-tuning: {summary_line(second)}")
+    keep_first = second["missed"] and not first["missed"]
+    if keep_first:
+        log("the re-planned model misses the target: keeping the first one")
+    else:
+        small, plan = again, again_plan
+    plan["replan"] = {
+        "first": first,
+        "second": second,
+        "replanned": True,
+        "kept": "first" if keep_first else "second",
+    }
+    return small, plan

@@ -17,7 +17,7 @@ BUDGET_METHODS = ("budget", "budget-search")
 BUDGET_TARGETS = ("target_speedup", "target_latency_ms", "target_gmacs")
 # prune.options of the budget method: the keywords of `to_budget` a YAML can hold (the schedule passes
 # data, calib_batches, seed and device itself; cost_model is an object) and the verification's
-# (verify, verify_time, tolerance). Kept here, not read from `to_budget`, because compress sits below
+# (verify, verify_time, tolerance, replan). Kept here, not read from `to_budget`, because compress sits below
 # budget (tests/budget/test_budget_config.py checks that the two agree).
 BUDGET_OPTIONS = frozenset(
     {
@@ -41,6 +41,7 @@ BUDGET_OPTIONS = frozenset(
         "verify",
         "verify_time",
         "tolerance",
+        "replan",
     }
 )
 # prune.options.token_method: how the search reduces ViT tokens (budget.candidates.TOKEN_METHODS)

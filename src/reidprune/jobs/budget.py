@@ -11,7 +11,10 @@ search (`budget.to_budget` on the training loader, under cfg.seed) -> output_dir
 when there is a validation split) -> unless `options.verify` is false: the result exported to
 output_dir/model.onnx and timed side by side with the original on the target runtime ->
 output_dir/verify.json (also in plan.json under "verify" and in the job's stages). A miss beyond
-`options.tolerance` is logged as a warning; the job still finishes (the numbers say by how much).
+`options.tolerance` (or a result faster than the target by more than it) is logged as a warning;
+the job still finishes (the numbers say by how much). `options.replan: true` measures the searched
+model before fine-tuning and searches once more with the measured correction when it misses or
+exceeds the target (`budget.verify.search_with_replan`; plan.json "replan").
 
 The searched model is saved as a finished round (`prune_state`), so a resumed job continues the
 fine-tuning of the same plan instead of searching again. The search times latency tables on this
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 PLAN_JSON = "plan.json"
 VERIFY_JSON = "verify.json"
 ONNX_FILE = "model.onnx"
-VERIFY_KEYS = {"verify": True, "verify_time": 2.0, "tolerance": 0.07}
+VERIFY_KEYS = {"verify": True, "verify_time": 2.0, "tolerance": 0.07, "replan": False}
 
 
 def latency_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -64,6 +67,7 @@ def budget_schedule(
 ) -> ScheduleResult:
     """Run the budget method of `cfg.prune` on `model` (not modified); see the module docstring."""
     from reidprune.budget.api import to_budget
+    from reidprune.budget.verify import search_with_replan
 
     if dist_info().enabled:
         raise CompressionError(
@@ -71,7 +75,7 @@ def budget_schedule(
         )
     prune = cfg.prune
     options = dict(prune.options)
-    checks = {key: options.pop(key, default) for key, default in VERIFY_KEYS.items()}
+    checks = _checked({key: options.pop(key, default) for key, default in VERIFY_KEYS.items()})
     latency = latency_options(options.pop("latency", None))
     saved = prune_state.load_round(output_dir, device) if resume else None
     if saved is not None:
@@ -79,16 +83,24 @@ def budget_schedule(
         prune_state.restore_generators(saved)
         plan = json.loads((output_dir / PLAN_JSON).read_text())
     else:
-        position_loader(loaders.train, 0)
-        small, plan = to_budget(
-            model,
-            loaders.train,
-            latency=latency,
-            calib_batches=prune.calib_batches,
-            seed=cfg.seed,
-            device=device,
-            **options,
-        )
+
+        def search(correction: float) -> tuple[nn.Module, dict[str, Any]]:
+            position_loader(loaders.train, 0)  # both searches calibrate on the same batches
+            given = options.get("correction", 1.0)
+            return to_budget(
+                model,
+                loaders.train,
+                latency=latency,
+                calib_batches=prune.calib_batches,
+                seed=cfg.seed,
+                device=device,
+                **{**options, "correction": given * correction},
+            )
+
+        if checks["replan"]:
+            small, plan = search_with_replan(search, lambda s, p: _measure(model, s, p, checks), log.info)
+        else:
+            small, plan = search(1.0)
         stages = [
             {
                 "stage": "budget search",
@@ -113,24 +125,48 @@ def budget_schedule(
     return ScheduleResult(small, searched, stages)
 
 
-def _verify(
-    model: nn.Module, small: nn.Module, plan: dict[str, Any], output_dir: Path, checks: dict[str, Any]
-) -> dict[str, Any]:
-    """Export `small` and time it against `model` on the plan's runtime (both copied to the CPU)."""
-    from reidprune.budget.verify import summary_line, verify_budget
+def _checked(checks: dict[str, Any]) -> dict[str, Any]:
+    """The verification options, refused with their key when of the wrong kind."""
+    for key in ("verify", "replan"):
+        if not isinstance(checks[key], bool):
+            raise CompressionError(f"prune.options.{key}={checks[key]!r}: expected true or false")
+    time = checks["verify_time"]
+    if isinstance(time, bool) or not isinstance(time, int | float) or time <= 0:
+        raise CompressionError(f"prune.options.verify_time={time!r}: expected positive seconds")
+    if checks["replan"] and not checks["verify"]:
+        raise CompressionError("prune.options.replan re-plans from a measurement: it needs verify: true")
+    return checks
 
-    original = copy.deepcopy(model).cpu().eval()
-    result = copy.deepcopy(small).cpu().eval()
-    report = verify_budget(
-        original,
-        result,
+
+def _measure(
+    model: nn.Module,
+    small: nn.Module,
+    plan: dict[str, Any],
+    checks: dict[str, Any],
+    onnx_path: Path | None = None,
+) -> dict[str, Any]:
+    """Time `small` against `model` on the plan's runtime (both copied to the CPU; `verify_budget`)."""
+    from reidprune.budget.verify import verify_budget
+
+    return verify_budget(
+        copy.deepcopy(model).cpu().eval(),
+        copy.deepcopy(small).cpu().eval(),
         plan,
-        onnx_path=output_dir / ONNX_FILE,
+        onnx_path=onnx_path,
         min_time=float(checks["verify_time"]),
         tolerance=float(checks["tolerance"]),
     )
+
+
+def _verify(
+    model: nn.Module, small: nn.Module, plan: dict[str, Any], output_dir: Path, checks: dict[str, Any]
+) -> dict[str, Any]:
+    """Export `small` and time it against `model` on the plan's runtime; verify.json."""
+    from reidprune.budget.verify import summary_line
+
+    report = _measure(model, small, plan, checks, output_dir / ONNX_FILE)
     plan["verify"] = report
     write_json(output_dir / VERIFY_JSON, report)
     line = summary_line(report)
-    (log.warning if report["missed"] else log.info)(line)
+    (log.warning if report["missed"] or report["overshot"] else log.info)(line)
     return report

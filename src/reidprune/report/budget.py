@@ -223,7 +223,15 @@ def budget_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "predicted_speedup": plan.get("predicted_speedup"),
                 "measured_speedup": (verify.get("measured") or {}).get("speedup"),
                 "shortfall": verify.get("shortfall"),
-                "verdict": "-" if not verify else ("missed" if verify.get("missed") else "met"),
+                "verdict": _verdict(verify),
             }
         )
     return rows
+
+
+def _verdict(verify: dict[str, Any]) -> str:
+    if not verify:
+        return "-"
+    if verify.get("missed"):
+        return "missed"
+    return "exceeded" if verify.get("overshot") else "met"
