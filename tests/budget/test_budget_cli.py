@@ -151,6 +151,13 @@ def test_latency_cli_builds_the_table_once_and_then_measures_nothing(model_dir: 
     assert result["prediction"]["measured_points"] == 0
     assert result["prediction"]["predicted_ms"] == prediction["predicted_ms"]
     assert json.loads(table.read_text())["points"] == stored and result["measured"]["median_ms"] > 0
+    # compared at the tables' load: the meter of the tables timed in the same rounds
+    measured = result["measured"]
+    assert measured["load"] > 0 and measured["normalised_ms"] > 0
+    assert result["error_pct"] == pytest.approx(
+        100 * (prediction["predicted_ms"] / measured["normalised_ms"] - 1)
+    )
+    assert "at the tables' load" in again.output
 
 
 @pytest.mark.slow  # 5-15 s each: tables, search, export and timing on ONNX Runtime

@@ -113,3 +113,18 @@ def test_report_shows_the_budget_part_with_deployment_latency(
     assert f"per-block allocation of {budget_run.name}" in alts
     assert "the searched runs&#39; deployment" in html or "the searched runs' deployment" in html
     assert ">met<" in html and "1.500" in html
+
+
+@pytest.mark.parametrize(
+    ("verify", "verdict"),
+    [
+        ({}, "-"),
+        ({"missed": True, "overshot": False}, "missed"),
+        ({"missed": False, "overshot": True}, "exceeded"),
+        ({"missed": False}, "met"),  # written before "overshot" existed
+    ],
+)
+def test_the_verdict_says_missed_exceeded_or_met(verify: dict, verdict: str) -> None:
+    from reidprune.report.budget import _verdict
+
+    assert _verdict(verify) == verdict

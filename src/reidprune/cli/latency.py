@@ -38,7 +38,7 @@ def latency_command(
 ) -> None:
     """Predict a model's latency from per-block cost tables measured on the runtime (cached), and
     (--check) measure the exported whole model to compare."""
-    from reidprune.budget import measure_latency, predict_latency
+    from reidprune.budget import measure_side_by_side, predict_latency
     from reidprune.budget.latency import COARSE_GRID
     from reidprune.cli.model_dirs import resolve_model_dir
     from reidprune.config import ConfigError
@@ -61,10 +61,21 @@ def latency_command(
     result = {"model_dir": str(model_dir), "prediction": predicted}
     row = {"model": model_dir.name, "predicted (ms)": predicted["predicted_ms"]}
     if check:
-        measured = measure_latency(model, runtime, batch, threads, min_time=min_time)
+        # the tables' load meter in the same rounds: the prediction is at the load of its reference
+        timed = measure_side_by_side(
+            {"model": model}, runtime, batch, threads, min_time=min_time,
+            meter_reference_ms=predicted.get("meter_reference_ms"),
+        )  # fmt: skip
+        measured = {**timed["model"], "setting": timed["setting"]}
+        if "load" in timed:
+            measured["load"] = timed["load"]
         result["measured"] = measured
-        result["error_pct"] = 100 * (predicted["predicted_ms"] / measured["median_ms"] - 1)
-        row |= {"measured (ms)": measured["median_ms"], "error (%)": result["error_pct"]}
+        compared = measured.get("normalised_ms", measured["median_ms"])
+        result["error_pct"] = 100 * (predicted["predicted_ms"] / compared - 1)
+        row["measured (ms)"] = measured["median_ms"]
+        if "normalised_ms" in measured:
+            row["at the tables' load (ms)"] = measured["normalised_ms"]
+        row["error (%)"] = result["error_pct"]
     setting = predicted["setting"]
     print_table(
         f"latency on {setting['runtime']} {setting['version']}, batch {setting['batch']}, "
