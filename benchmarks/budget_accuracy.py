@@ -9,12 +9,16 @@ exported and timed side by side (`budget.measure_side_by_side`: the same interle
 
   target: |measured / target - 1| <= 7 % for x1.5 and x2, both models
 
+--replan: a result off by more than 7 % is searched once more aiming at target / (predicted /
+measured speed-up), as `reidprune compress --replan` does (the row says so; the first plan's
+measured speed-up is kept in "first measured x").
+
 Writes benchmarks/results/budget_accuracy.json and prints a table. --smoke runs tiny models on a
 coarse grid in well under a minute (a check that the script works, not a result; written to the
 temporary folder).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/budget_accuracy.py [--targets 1.5 2] [--threads 2]
-        [--repeats 5] [--min-time 3] [--point-time 0.5] [--cache DIR] [--smoke]
+        [--repeats 5] [--min-time 3] [--point-time 0.5] [--cache DIR] [--replan] [--smoke]
 """
 
 from __future__ import annotations
@@ -67,6 +71,11 @@ def main() -> None:
     parser.add_argument(
         "--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES), help="which models to search"
     )
+    parser.add_argument(
+        "--replan",
+        action="store_true",
+        help="re-plan once with the measured correction when a target is missed or beaten by more than 7 %",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.smoke:
@@ -87,48 +96,62 @@ def main() -> None:
         model = build(args.smoke)
         data = calibration(model)
         for target in args.targets:
-            start = time.perf_counter()
-            small, plan = to_budget(
-                model,
-                data,
-                target_speedup=target,
-                runtime=args.runtime,
-                batch=1,
-                threads=args.threads,
-                latency=latency,
-                calib_batches=0,
-            )
-            searched_s = time.perf_counter() - start
-            ratios = []
-            for _ in range(args.repeats):
-                measured = measure_side_by_side(
-                    {"original": model, "compressed": small.eval()},
-                    args.runtime,
-                    1,
-                    args.threads,
-                    min_time=args.min_time,
-                )
-                ratios.append(measured["original"]["median_ms"] / measured["compressed"]["median_ms"])
-            speedup = statistics.median(ratios)
-            error = 100.0 * (speedup / target - 1.0)
+
+            def attempt(correction: float, model=model, data=data, target=target) -> dict:  # type: ignore[no-untyped-def]
+                """Search for `target` (aiming at target / correction), then the median speed-up of
+                `--repeats` side-by-side runs."""
+                start = time.perf_counter()
+                small, plan = to_budget(
+                    model, data, target_speedup=target, runtime=args.runtime, batch=1, threads=args.threads,
+                    latency=latency, calib_batches=0, correction=correction,
+                )  # fmt: skip
+                searched_s = time.perf_counter() - start
+                ratios = []
+                for _ in range(args.repeats):
+                    measured = measure_side_by_side(
+                        {"original": model, "compressed": small.eval()},
+                        args.runtime,
+                        1,
+                        args.threads,
+                        min_time=args.min_time,
+                    )
+                    ratios.append(measured["original"]["median_ms"] / measured["compressed"]["median_ms"])
+                speedup = statistics.median(ratios)
+                return {"plan": plan, "ratios": ratios, "speedup": speedup, "search s": searched_s,
+                        "error %": 100.0 * (speedup / target - 1.0)}  # fmt: skip
+
+            first = attempt(1.0)
+            result, second = first, None
+            if args.replan and abs(first["error %"]) > TOLERANCE_PCT:
+                # the product's re-plan (`budget.verify.search_with_replan`): one more search aiming at
+                # target / (predicted / measured speed-up); kept unless it falls short while the first did not
+                second = attempt(first["plan"]["predicted_speedup"] / first["speedup"])
+                if not second["error %"] < -TOLERANCE_PCT <= first["error %"]:
+                    result = second
+            plan, speedup, error = result["plan"], result["speedup"], result["error %"]
             rows.append(
                 {
                     "model": family,
                     "target x": target,
                     "predicted x": plan["predicted_speedup"],
                     "measured x": speedup,
-                    "runs x": [round(r, 4) for r in ratios],
+                    "runs x": [round(r, 4) for r in result["ratios"]],
                     "error %": error,
                     "ok": abs(error) <= TOLERANCE_PCT,
-                    "search s": searched_s,
+                    "search s": result["search s"],
+                    "re-planned": second is not None,
+                    "first measured x": first["speedup"] if second is not None else None,
+                    "kept": None if second is None else ("second" if result is second else "first"),
                     "blocks": plan["blocks"],
                     "calibration": plan["cost_model"].get("calibration"),  # scale, offset, references
                 }
             )
             print(
                 f"{family} x{target:g}: predicted x{plan['predicted_speedup']:.3f}, measured x{speedup:.3f}"
+                + (f" (first plan x{first['speedup']:.3f}; re-planned once)" if second is not None else "")
             )
-    shown = [{k: v for k, v in r.items() if k not in ("blocks", "runs x", "calibration")} for r in rows]
+    hidden = ("blocks", "runs x", "calibration", "first measured x", "kept")
+    shown = [{k: v for k, v in r.items() if k not in hidden} for r in rows]
     print_table(
         f"B11 budget accuracy: batch 1, {args.runtime}, {args.threads} threads; measured = median of "
         f"{args.repeats} side-by-side runs; target within {TOLERANCE_PCT:g} %"

@@ -161,7 +161,7 @@ def summary_line(report: dict[str, Any]) -> str:
         return (
             f"target EXCEEDED by {-100 * report['shortfall']:.1f} % (tolerance "
             f"{100 * report['tolerance']:.0f} %; the plan removed more than the budget needed, "
-            f"--replan plans closer to it): {what}"
+            f"re-planning (--replan, prune.options.replan) aims closer): {what}"
         )
     return f"target met within {100 * report['tolerance']:.0f} %: {what}"
 
