@@ -148,35 +148,6 @@ def test_budget_prune_job_searches_fine_tunes_and_verifies(synth_root: Path, tmp
     assert summary["pruned"]["gmacs"] < summary["unpruned"]["gmacs"]
 
 
-def test_a_prune_job_searches_the_token_method_of_its_options(synth_root: Path, tmp_path: Path) -> None:
-    from reidprune.jobs.prune import prune_experiment
-
-    torch.manual_seed(0)
-    weights = reidprune.save(create("vit_tiny_reid", **TINY_VIT), tmp_path / "dense")
-    out = tmp_path / "run"
-    cfg = load_config(
-        overrides=[
-            "data.format=synth",
-            f"data.root={synth_root}",
-            "data.synth_ids=4",
-            "data.num_workers=0",
-            "data.batch_size=8",
-            "data.num_instances=4",
-            "train.progress=false",
-            f"model.weights={weights}",
-            "prune.method=budget",
-            "prune.final_epochs=0",
-            "prune.calib_batches=2",
-            "prune.options={target_speedup: 1.3, runtime: gmacs, token_method: tome, verify: false}",
-            f"output_dir={out}",
-        ]
-    )
-    prune_experiment(cfg)
-    plan = json.loads((out / "plan.json").read_text())
-    assert plan["search"]["token_method"] == "tome" and plan["predicted_speedup"] >= 1.3
-    assert reidprune.load(out / "model").arch.tokens["method"] == "tome"
-
-
 def _job_config(synth_root: Path, tmp_path: Path, options: str):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     weights = reidprune.save(create("vit_tiny_reid", **TINY_VIT), tmp_path / "dense")
@@ -197,6 +168,19 @@ def _job_config(synth_root: Path, tmp_path: Path, options: str):  # type: ignore
             f"output_dir={tmp_path / 'run'}",
         ]
     )
+
+
+def test_a_prune_job_searches_the_token_method_of_its_options(synth_root: Path, tmp_path: Path) -> None:
+    from reidprune.jobs.prune import prune_experiment
+
+    out = tmp_path / "run"
+    cfg = _job_config(
+        synth_root, tmp_path, "{target_speedup: 1.3, runtime: gmacs, token_method: tome, verify: false}"
+    )
+    prune_experiment(cfg)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["search"]["token_method"] == "tome" and plan["predicted_speedup"] >= 1.3
+    assert reidprune.load(out / "model").arch.tokens["method"] == "tome"
 
 
 def test_a_job_re_plans_an_exceeded_target_before_fine_tuning(
