@@ -10,7 +10,8 @@ space: units and their importance, and applying a plan to a model), `search` (th
 `proxy` (the distillation proxy that compares plans), `api` (`to_budget`); the latency model:
 `probes` (isolated pieces timed on a runtime), `grid` (monotone interpolation), `cache`
 (per-setting JSON tables), `runtimes`, `latency`, `calibration` (fitting its block costs to whole
-measurements), `latency_cost` (its tables as the search's cost model); `verify` (the result measured against the original and the target).
+measurements), `latency_cost` (its tables as the search's cost model); `verify` (the result measured against the
+original and the target, and `search_with_replan`: one re-plan from a measurement before fine-tuning).
 docs/budget_search.md describes the algorithm.
 
 `budget` sits above models / measure / export / compress (it imports them; nothing below imports it).
@@ -27,7 +28,7 @@ from reidprune.budget.latency import (
 )
 from reidprune.budget.latency_cost import LatencyCostModel
 from reidprune.budget.runtimes import RUNTIMES
-from reidprune.budget.verify import verify_budget
+from reidprune.budget.verify import search_with_replan, verify_budget
 
 __all__ = [
     "RUNTIMES",
@@ -40,6 +41,7 @@ __all__ = [
     "measure_latency",
     "measure_side_by_side",
     "predict_latency",
+    "search_with_replan",
     "verify_budget",
     "vit_geometry",
 ]
