@@ -83,6 +83,18 @@ def test_the_config_knows_the_search_token_methods_and_importances() -> None:
             PruneConfig("budget", options={"target_gmacs": 1.0, "importance": "taylor"}),
             "prune.options.importance='taylor': expected one of sensitivity, scores",
         ),
+        (
+            PruneConfig("budget", options={"target_gmacs": 1.0, "tolerance": 1.5}),
+            "prune.options.tolerance=1.5: expected a fraction in [0, 1)",
+        ),
+        (
+            PruneConfig("budget", options={"target_gmacs": 1.0, "verify_time": None}),
+            "prune.options.verify_time=None: expected positive seconds",
+        ),
+        (
+            PruneConfig("budget", options={"target_gmacs": 1.0, "verify": "no"}),
+            "prune.options.verify='no': expected true or false",
+        ),
     ],
 )
 def test_bad_budget_settings_are_refused_in_one_line(prune: PruneConfig, message: str) -> None:

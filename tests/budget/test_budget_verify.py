@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reidprune.budget.verify import _against_target, summary_line
+from reidprune.budget.verify import _against_target, keeps_replanned, summary_line
 
 PREDICTED = {"original": 10.0, "compressed": 5.0, "speedup": 2.0, "unit": "ms"}
 
@@ -53,3 +53,10 @@ def test_a_counted_gmacs_plan_is_never_called_exceeded() -> None:
     counted = {"original": 10.0, "compressed": 3.0, "unit": "GMACs", "speedup": 10 / 3}
     verdict = _against_target({"kind": "gmacs", "value": 5.0}, PREDICTED, counted, 0.07)
     assert not verdict["overshot"] and not verdict["missed"] and verdict["correction"] == 1.0
+
+
+def test_a_re_planned_model_is_kept_unless_it_falls_short_where_the_first_did_not() -> None:
+    assert keeps_replanned(first_missed=False, second_missed=False)  # overshot, then met
+    assert keeps_replanned(first_missed=True, second_missed=True)  # both short: the corrected one
+    assert keeps_replanned(first_missed=True, second_missed=False)
+    assert not keeps_replanned(first_missed=False, second_missed=True)  # too fast beats too slow

@@ -166,6 +166,12 @@ def summary_line(report: dict[str, Any]) -> str:
     return f"target met within {100 * report['tolerance']:.0f} %: {what}"
 
 
+def keeps_replanned(first_missed: bool, second_missed: bool) -> bool:
+    """Whether a re-planned model replaces the first one: unless it falls short of the target while
+    the first did not (too fast beats too slow)."""
+    return not (second_missed and not first_missed)
+
+
 def search_with_replan(
     search: Callable[[float], tuple[nn.Module, dict[str, Any]]],
     measure: Callable[[nn.Module, dict[str, Any]], dict[str, Any]],
@@ -188,7 +194,7 @@ def search_with_replan(
     again, again_plan = search(first["correction"])
     second = measure(again, again_plan)
     log(f"re-planned model, before fine-tuning: {summary_line(second)}")
-    keep_first = second["missed"] and not first["missed"]
+    keep_first = not keeps_replanned(first["missed"], second["missed"])
     if keep_first:
         log("the re-planned model misses the target: keeping the first one")
     else:

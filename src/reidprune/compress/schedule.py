@@ -139,6 +139,23 @@ def check_prune_config(cfg: PruneConfig) -> tuple[str, str]:
     return family, name
 
 
+def check_verify_options(options: dict[str, Any]) -> None:
+    """The verification's options of the budget method (`jobs.budget`), refused with their key."""
+    for key in ("verify", "replan"):
+        if key in options and not isinstance(options[key], bool):
+            raise CompressionError(f"prune.options.{key}={options[key]!r}: expected true or false")
+    if "verify_time" in options:
+        time = options["verify_time"]
+        if isinstance(time, bool) or not isinstance(time, int | float) or time <= 0:
+            raise CompressionError(f"prune.options.verify_time={time!r}: expected positive seconds")
+    if "tolerance" in options:
+        tol = options["tolerance"]
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 <= tol < 1:
+            raise CompressionError(f"prune.options.tolerance={tol!r}: expected a fraction in [0, 1)")
+    if options.get("replan", False) and not options.get("verify", True):
+        raise CompressionError("prune.options.replan re-plans from a measurement: it needs verify: true")
+
+
 def check_budget_options(cfg: PruneConfig) -> None:
     """The budget method's own rules: one target, no rate, one round, a known token method, a latency
     mapping of known keys."""
@@ -167,6 +184,7 @@ def check_budget_options(cfg: PruneConfig) -> None:
         raise CompressionError(
             f"prune.options.importance={importance!r}: expected one of {', '.join(BUDGET_IMPORTANCE)}"
         )
+    check_verify_options(cfg.options)
     latency = cfg.options.get("latency")
     if latency is None:
         return

@@ -75,7 +75,8 @@ def budget_schedule(
         )
     prune = cfg.prune
     options = dict(prune.options)
-    checks = _checked({key: options.pop(key, default) for key, default in VERIFY_KEYS.items()})
+    # checked with the config (compress.schedule.check_verify_options), before any work
+    checks = {key: options.pop(key, default) for key, default in VERIFY_KEYS.items()}
     latency = latency_options(options.pop("latency", None))
     saved = prune_state.load_round(output_dir, device) if resume else None
     if saved is not None:
@@ -123,19 +124,6 @@ def budget_schedule(
     write_json(output_dir / PLAN_JSON, plan)
     drop_resume_files(output_dir / "final")
     return ScheduleResult(small, searched, stages)
-
-
-def _checked(checks: dict[str, Any]) -> dict[str, Any]:
-    """The verification options, refused with their key when of the wrong kind."""
-    for key in ("verify", "replan"):
-        if not isinstance(checks[key], bool):
-            raise CompressionError(f"prune.options.{key}={checks[key]!r}: expected true or false")
-    time = checks["verify_time"]
-    if isinstance(time, bool) or not isinstance(time, int | float) or time <= 0:
-        raise CompressionError(f"prune.options.verify_time={time!r}: expected positive seconds")
-    if checks["replan"] and not checks["verify"]:
-        raise CompressionError("prune.options.replan re-plans from a measurement: it needs verify: true")
-    return checks
 
 
 def _measure(

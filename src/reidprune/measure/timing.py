@@ -83,7 +83,7 @@ def interleaved_times(
         if max_rounds is not None:
             rounds = min(max_rounds, rounds)
     times: dict[Key, list[float]] = {k: [] for k in keys}
-    previous = keys[-1]  # the warm-up ended with it
+    previous = keys[-1] if keys else None  # the warm-up ended with it
     for r in range(rounds):
         shift = r % len(keys)
         for key in keys[shift:] + keys[:shift]:
