@@ -26,7 +26,7 @@ Writes benchmarks/results/latency_model.json and prints a table. --smoke runs ti
 coarse grid in seconds (a check that the script works, not a result; written elsewhere).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/latency_model.py [--runtime onnxruntime]
-        [--batch 1 64] [--threads 2] [--min-time 5] [--point-time 0.5] [--calib-time 5] [--chain 4]
+        [--batch 1 64] [--threads 2] [--min-time 5] [--min-rounds 15] [--point-time 0.5] [--calib-time 5] [--chain 4]
         [--cache DIR] [--smoke]
 """
 
@@ -111,9 +111,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-time", type=float, default=5.0, help="seconds timing each whole model")
+    parser.add_argument(
+        "--min-rounds",
+        type=int,
+        default=15,
+        help="side-by-side rounds at least (a batch-64 call takes seconds)",
+    )
     parser.add_argument("--point-time", type=float, default=0.5, help="seconds timing each table point")
     parser.add_argument(
         "--calib-time", type=float, default=5.0, help="seconds timing the dense model that calibrates"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="only these rows' models (default all; e.g. resnet resnet-f50)",
     )
     parser.add_argument("--chain", type=int, default=4, help="copies of a ViT half timed in a row")
     parser.add_argument(
@@ -128,6 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.min_time, args.point_time = min(args.min_time, 0.5), min(args.point_time, 0.02)
+        args.min_rounds = min(args.min_rounds, 5)
         args.calib_time = min(args.calib_time, 0.5)
     out = args.out or (Path(tempfile.gettempdir()) / "latency_model.smoke.json" if args.smoke else RESULT)
 
@@ -138,6 +151,8 @@ def main() -> None:
         built = models(args.smoke)
         dense_models = {False: dict(built)["vit"]().eval(), True: dict(built)["resnet"]().eval()}
         for name, build in built:
+            if args.models is not None and name not in args.models:
+                continue
             model = build().eval()
             for batch in args.batch:
                 tic = time.perf_counter()
@@ -157,6 +172,7 @@ def main() -> None:
                     batch,
                     args.threads,
                     min_time=args.min_time,
+                    min_rounds=args.min_rounds,
                     meter_reference_ms=predicted["meter_reference_ms"],
                 )
                 measured = timed["model"]

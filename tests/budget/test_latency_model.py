@@ -163,42 +163,40 @@ def test_a_table_of_an_older_format_is_measured_afresh(tmp_path: Path) -> None:
     assert LatencyCache(setting, old).points == {}
 
 
-def test_the_load_meter_is_timed_cold_for_its_reference_and_next_to_every_table(
+def test_the_load_meter_is_timed_in_steady_state_for_its_reference_and_next_to_every_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A meter timed warm alone but cold next to big probes made every normalised point too low."""
+    """The meter runs as the probes run (steady state, no cache flush before it): a small meter timed
+    cold moved up to 1.6x between rounds and every normalised point moved with it."""
     import reidprune.budget.latency as latency
-    from reidprune.budget.probes import CacheFlush
 
-    seen: list[tuple[tuple, tuple]] = []
+    seen: list[tuple] = []
     real = latency.interleaved_times
 
     def spy(fns, **kwargs):  # type: ignore[no-untyped-def]
-        before = kwargs.get("before") or {}
         assert kwargs.get("steady", True), "probes are timed in steady state, as whole models are"
-        seen.append((tuple(fns), tuple((k, type(v).__name__) for k, v in before.items())))
+        assert not kwargs.get("before"), "nothing runs untimed before the meter"
+        seen.append(tuple(fns))
         return real(fns, **kwargs)
 
     monkeypatch.setattr(latency, "interleaved_times", spy)
     with LatencyModel("torch", 1, 1, cache=tmp_path, min_time=0.001) as model:
         model.call_ms()
     assert seen, "nothing was timed"
-    for keys, hooks in seen:
-        assert latency.METER in keys
-        assert hooks == ((latency.METER, CacheFlush.__name__),)
-    assert seen[0][0] == (latency.METER,)  # the reference first, alone but cold
+    assert all(latency.METER in keys for keys in seen)
+    assert seen[0] == (latency.METER,)  # the reference first, alone
+    assert seen[1] == ("fn", latency.METER)  # then the point, next to the meter
 
 
-def test_a_measurement_is_brought_to_the_tables_load_by_the_same_cold_meter(
+def test_a_measurement_is_brought_to_the_tables_load_by_the_same_meter(
     table: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Predictions are in the meter reference's load: a side-by-side measurement given that reference
-    times the meter in its rounds (cold) and reports each model at that load, and the load itself."""
+    times the meter in its rounds and reports each model at that load, and the load itself."""
     import statistics
 
     import reidprune.budget.latency as latency
     from reidprune.budget.latency import measure_side_by_side
-    from reidprune.budget.probes import CacheFlush
 
     predicted = predict_latency(tiny.vit_bnneck(), cache=table, **FAST)
     reference = predicted["meter_reference_ms"]
@@ -208,9 +206,7 @@ def test_a_measurement_is_brought_to_the_tables_load_by_the_same_cold_meter(
 
     def spy(fns, **kwargs):  # type: ignore[no-untyped-def]
         assert kwargs.get("steady", True), "models are timed in steady state, as the tables' probes"
-        assert {k: type(v).__name__ for k, v in (kwargs.get("before") or {}).items()} == {
-            latency.METER: CacheFlush.__name__
-        }
+        assert not kwargs.get("before"), "the meter runs as it does next to the tables' probes"
         samples.update(real(fns, **kwargs))
         return {k: list(v) for k, v in samples.items()}
 
@@ -226,3 +222,72 @@ def test_a_measurement_is_brought_to_the_tables_load_by_the_same_cold_meter(
     monkeypatch.setattr(latency, "interleaved_times", real)
     plain = measure_side_by_side({"model": tiny.vit_bnneck()}, "torch", 1, 1, min_time=0.01)
     assert "load" not in plain and "normalised_ms" not in plain["model"]
+    # a batch-64 call of a big model takes seconds: min_rounds keeps the medians from a handful
+    longer = measure_side_by_side({"model": tiny.vit_bnneck()}, "torch", 1, 1, min_time=1e-6, min_rounds=9)
+    assert longer["model"]["rounds"] == 9
+
+
+def test_every_vit_table_point_is_timed_in_one_set_of_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attention and MLP tables, reducer blocks and the stem / head share one load: timed apart, a
+    reducer's extra (its block minus its halves) took the tables' disagreement whole."""
+    seen: list[set[str]] = []
+    real = LatencyModel._time_many
+
+    def spy(self, fns, min_time):  # type: ignore[no-untyped-def]
+        seen.append(set(fns))
+        return real(self, fns, min_time)
+
+    monkeypatch.setattr(LatencyModel, "_time_many", spy)
+    with LatencyModel(cache=tmp_path, **NO_TIMING, min_time=0.001) as model:
+        tables = model.vit_tables(tiny.vit_bnneck(), kinds=("amg-skip", "topk"))
+        assert seen[0] == {"fn"}  # the call overhead first: every other point is net of it
+        kinds = {sig.split("|")[0] for sig in seen[1]}
+        assert kinds == {"attn", "mlp", "reducer", "block", "vit-fixed"} and len(seen) == 2
+        # the second pass read what the first one collected: real figures, no placeholders
+        assert tables["fixed_ms"] == model.cache.points[next(s for s in seen[1] if s.startswith("vit-fixed"))]
+        assert (
+            tables["blocks"][0].attention.values.max() > 0 and tables["blocks"][0].reducer_ms["amg-skip"] >= 0
+        )
+        model.vit_tables(tiny.vit_bnneck(), kinds=("amg-skip", "topk"))
+        assert len(seen) == 2  # all cached now
+
+
+def test_the_vit_calibration_brings_the_whole_graph_to_the_tables_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dense reference is timed next to its own dense halves; its cached time is scaled by how
+    those halves' cached figures compare with their time in these rounds (not through the meter)."""
+    real = LatencyModel._time_many
+    calibration_rounds: list[dict[str, float]] = []
+    whole_at_tables_load: list[float] = []
+
+    def fake(self, fns, min_time):  # type: ignore[no-untyped-def]
+        if not any(sig.startswith("whole|") for sig in fns):
+            return real(self, fns, min_time)
+        call = self.call_ms()
+        # the halves run 2x slower than when their table was timed; the whole graph takes as long
+        # as 12 of them then (a figure the scale does not clamp)
+        halves = sum(
+            self.cache.points[sig.removeprefix("anchor|")] for sig in fns if sig.startswith("anchor|")
+        )
+        out = {
+            sig: 2 * self.cache.points[sig.removeprefix("anchor|")] * self.chain + call
+            if sig.startswith("anchor|")
+            else 24 * halves
+            for sig in fns
+        }
+        whole_at_tables_load.append(12 * halves)
+        calibration_rounds.append(out)
+        return out
+
+    monkeypatch.setattr(LatencyModel, "_time_many", fake)
+    with LatencyModel(cache=tmp_path, **NO_TIMING, min_time=0.001) as model:
+        scale, info = model.scale(tiny.vit_bnneck())
+        net = whole_at_tables_load[0] - model.call_ms() - model.vit_tables(tiny.vit_bnneck())["fixed_ms"]
+    assert scale == pytest.approx(net / info["reference_blocks_ms"])
+    (rounds,) = calibration_rounds
+    anchors = sorted(sig.split("|")[1] for sig in rounds if sig.startswith("anchor|"))
+    assert anchors == ["attn", "mlp"]  # the dense reference's own halves
+    assert info["reference_measured_ms"] == pytest.approx(whole_at_tables_load[0])

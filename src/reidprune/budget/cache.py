@@ -18,9 +18,10 @@ from typing import Any
 
 from reidprune.atomic import write_json
 
+# 5: a steady-state load meter of the probes' size (`probes.LoadMeter`; 4: a small one timed cold);
 # 4: probes timed in steady state (`measure.timing`; 3: right after other probes, cold for small
 # ones); 3: the load meter timed cold (2: warm, ~1.5x too fast). Older files are re-measured.
-FORMAT = 4
+FORMAT = 5
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,10 @@ Two things keep the sum of isolated pieces close to the whole graph:
 - calibration: once per (setting, architecture) the dense model of the family is measured whole
   (`measure_latency`, the exported graph; cached with the points, `whole|...`). ViT: the blocks'
   share of it divided by the predicted blocks' sum; that scale multiplies every block's cost, so
-  the dense model is predicted as measured and a compressed one carries the same correction.
+  the dense model is predicted as measured and a compressed one carries the same correction. The
+  graph is timed next to its own dense halves and brought to the tables' rounds by their ratio
+  (`_wholes(anchors=)`), and all of a ViT family's points are timed in one set of rounds
+  (`_collected`), so that the scale and the reducers' extras compare figures of one load.
   ResNet: a second reference with every internal width halved is measured whole too
   (`half_width_reference`, `whole|...|mids=half`, timed in the same rounds), and a block costs
   scale x (table - offset), the offset proportional to the block's input + output elements (at
@@ -49,7 +52,7 @@ Two things keep the sum of isolated pieces close to the whole graph:
 - load meter: every point is timed in the same interleaved rounds as one fixed workload, and kept
   as the median per-round ratio times that workload's (cached) time, so that points timed minutes
   apart on a machine whose load changes stay comparable (`LatencyModel._time`); the meter is
-  always timed cold (after `probes.CacheFlush`), as it is next to probes that evict its weights.
+  timed in steady state like the probes and is work of their kind and size (`probes.LoadMeter`).
 
 Every timed point is cached per (CPU model, runtime and version, threads, batch) in a JSON file
 (`budget.cache`), so a second prediction for any plan of the same model family measures nothing.
@@ -78,7 +81,6 @@ from reidprune.budget.grid import check_grid, interpolate, monotone
 from reidprune.budget.probes import (
     AttentionProbe,
     BlockProbe,
-    CacheFlush,
     CallOverhead,
     EmbeddingProbe,
     FeatureMapHead,
@@ -142,7 +144,7 @@ class Table:
 
 AMG_KINDS = ("amg-kv", "amg-skip")
 DROP_KINDS = ("topk", "tome")  # reducers that shorten the sequence: extra ms over the tokens entering
-METER = "load-meter-cold"  # the load meter's name among timed callables and its cached milliseconds
+METER = "load-meter"  # the load meter's name among timed callables and its cached milliseconds
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,8 @@ class LatencyModel:
         self.normalise = normalise
         self._runner: Runner | None = None
         self._meter: Callable[[], Any] | None = None
-        self._flush: Callable[[], Any] | None = None
+        # while collecting (`_collected`): missing points by signature -> (probe, chain, net), not timed
+        self._pending: dict[str, tuple[Probe, int, bool]] | None = None
 
     # -- measuring ---------------------------------------------------------------------------
     def __enter__(self) -> LatencyModel:
@@ -254,6 +257,9 @@ class LatencyModel:
         """Milliseconds of the probe named `signature` (net of the call overhead when `net`);
         chain > 1: the probe's module is repeated `chain` times in a row and the time divided."""
         value = self.cache.get(signature)
+        if value is None and self._pending is not None and self.measure:
+            self._pending[signature] = (probe, chain, net and signature != "call")
+            return 0.0  # a placeholder: the collecting pass's figures are thrown away
         if value is None:
             if not self.measure:
                 raise self._missing(signature)
@@ -281,30 +287,28 @@ class LatencyModel:
         whole table under one load). normalise: a fixed load meter (`LoadMeter`) runs in the same
         rounds and each figure is the median per-round ratio times the meter's cached milliseconds,
         so that a table timed while other processes slowed the machine by 2x is not 2x too slow;
-        else the plain medians.
-
-        The meter is always timed with cold caches (`CacheFlush` right before it, untimed), also
-        for its cached reference: timed alone it ran from warm caches and 1.5x faster than next
-        to a probe that evicts them (a ViT-S MLP chain, measured), which made every normalised
-        point, and so every prediction, about a third too low."""
+        else the plain medians. The meter runs in steady state as every probe does (`LoadMeter`
+        says why it is not timed cold)."""
         run = self.runner
         if not self.normalise:
             times = interleaved_times(fns, min_time=min_time, warmup=2, min_rounds=5, device=run.device)
             return {name: statistics.median(samples) * 1e3 for name, samples in times.items()}
         if self._meter is None:
             self._meter = meter_call(run, self.setting.batch)
-            self._flush = CacheFlush()
-        meter, cold = self._meter, {METER: self._flush}
+        meter = self._meter
         reference = self.cache.get(METER)
         if reference is None:
             samples = interleaved_times(
-                {METER: meter}, min_time=max(1.0, 4 * self.min_time), warmup=2, min_rounds=5,
-                device=run.device, before=cold,
-            )[METER]  # fmt: skip
+                {METER: meter},
+                min_time=max(1.0, 4 * self.min_time),
+                warmup=2,
+                min_rounds=5,
+                device=run.device,
+            )[METER]
             reference = statistics.median(samples) * 1e3
             self.cache.put(METER, reference)
         times = interleaved_times(
-            {**fns, METER: meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device, before=cold
+            {**fns, METER: meter}, min_time=min_time, warmup=2, min_rounds=5, device=run.device
         )
         return {name: at_meter_reference(times[name], times[METER], reference) for name in fns}
 
@@ -314,22 +318,51 @@ class LatencyModel:
         """A table of the given shape from (index, signature, probe) entries; the points not cached
         are timed together in the same interleaved rounds (one table, one load), net of the call."""
         missing = {sig: probe for _, sig, probe in entries if sig not in self.cache}
+        if missing and self._pending is not None and self.measure:
+            self._pending.update({sig: (probe, chain, True) for sig, probe in missing.items()})
+            return np.zeros(shape)  # a placeholder: the collecting pass's figures are thrown away
         if missing:
             if not self.measure:
                 raise self._missing(next(iter(missing)))
-            call = self.call_ms()
-            fns = {}
-            for sig, probe in missing.items():
-                module, inputs = probe()
-                if chain > 1:
-                    module = nn.Sequential(module, *(copy.deepcopy(module) for _ in range(chain - 1)))
-                fns[sig] = self.runner.callable(module, inputs)
-            for sig, value in self._time_many(fns, self.min_time * len(fns)).items():
-                self.cache.put(sig, max(0.0, value - call) / chain)
+            self._time_points({sig: (probe, chain, True) for sig, probe in missing.items()})
         values = np.zeros(shape)
         for index, sig, _ in entries:
             values[index] = self.cache.points[sig]
         return values
+
+    def _time_points(self, points: dict[str, tuple[Probe, int, bool]]) -> None:
+        """Time and cache the (probe, chain, net) points by signature, all in the same interleaved
+        rounds (one load), each net of the call overhead when `net`, per copy of a chain."""
+        if not points:
+            return
+        call = self.call_ms() if any(net for _, _, net in points.values()) else 0.0
+        fns = {}
+        for sig, (probe, chain, _) in points.items():
+            module, inputs = probe()
+            if chain > 1:
+                module = nn.Sequential(module, *(copy.deepcopy(module) for _ in range(chain - 1)))
+            fns[sig] = self.runner.callable(module, inputs)
+        for sig, value in self._time_many(fns, self.min_time * len(fns)).items():
+            _, chain, net = points[sig]
+            self.cache.put(sig, max(0.0, value - (call if net else 0.0)) / chain)
+
+    def _collected(self, build: Callable[[], Any]) -> Any:
+        """`build()` with every point it needs timed first, all in ONE set of interleaved rounds:
+        a first pass only collects the missing points (`point` / `_fill` return placeholders),
+        then they are timed together, then `build` runs on the cache. Tables timed in separate
+        rounds disagreed by up to 10 % even through the load meter, and a reducer's extra (a
+        block minus its halves) took the whole disagreement."""
+        if not self.measure or self._pending is not None:
+            return build()
+        self.call_ms()  # the overhead every other point is net of, first
+        self._pending = {}
+        try:
+            build()
+            pending = self._pending
+        finally:
+            self._pending = None
+        self._time_points(pending)
+        return build()
 
     def call_ms(self) -> float:
         """What one runtime call costs with (almost) nothing to compute."""
@@ -342,6 +375,22 @@ class LatencyModel:
         return f"{signature}|chain={self.chain}" if self.chain > 1 else signature
 
     # -- ViT tables --------------------------------------------------------------------------
+    def _attention_point(
+        self, dim: int, head_dim: int, bias: bool, geo: tuple[int, int, int]
+    ) -> tuple[str, Probe]:
+        """(signature, probe) of the attention half at (queries, keys, heads) = geo, chained."""
+        q, kv, h = geo
+        sig = f"attn|dim={dim}|head_dim={head_dim}|bias={int(bias)}|heads={h}|q={q}|kv={kv}"
+        return self._chained(sig), lambda: (
+            AttentionProbe(dim, h, head_dim, bias, q, kv),
+            self._tokens(dim, q),
+        )
+
+    def _mlp_point(self, dim: int, hidden: int, tokens: int) -> tuple[str, Probe]:
+        """(signature, probe) of the MLP half of width `hidden` on `tokens` tokens, chained."""
+        sig = f"mlp|dim={dim}|hidden={hidden}|n={tokens}"
+        return self._chained(sig), lambda: (MlpProbe(dim, hidden), self._tokens(dim, tokens))
+
     def attention_table(self, dim: int, head_dim: int, bias: bool, full: tuple[int, int]) -> Table:
         """Attention half over (queries, keys / queries, heads) in a model of (tokens, heads) = full."""
         tokens_axis = axis(full[0], self.grid.token_fractions, 2)
@@ -352,12 +401,7 @@ class LatencyModel:
             for j, f in enumerate(kv_axis):
                 kv = max(1, math.ceil(f * q - 1e-9))
                 for k, h in enumerate(heads_axis):
-                    sig = f"attn|dim={dim}|head_dim={head_dim}|bias={int(bias)}|heads={h}|q={q}|kv={kv}"
-                    probe = lambda q=q, kv=kv, h=h: (  # noqa: E731
-                        AttentionProbe(dim, h, head_dim, bias, q, kv),
-                        self._tokens(dim, q),
-                    )
-                    entries.append(((i, j, k), self._chained(sig), probe))
+                    entries.append(((i, j, k), *self._attention_point(dim, head_dim, bias, (q, kv, h))))
         values = self._fill((len(tokens_axis), len(kv_axis), len(heads_axis)), entries, self.chain)
         return Table((tuple(tokens_axis), tuple(kv_axis), tuple(heads_axis)), monotone(values))
 
@@ -373,11 +417,7 @@ class LatencyModel:
         tokens_axis = axis(full[0], self.grid.token_fractions, 2)
         width_axis = axis(full[1], self.grid.width_fractions)
         entries = [
-            (
-                (i, j),
-                self._chained(f"mlp|dim={dim}|hidden={w}|n={n}"),
-                lambda n=n, w=w: (MlpProbe(dim, w), self._tokens(dim, n)),
-            )
+            ((i, j), *self._mlp_point(dim, w, n))
             for i, n in enumerate(tokens_axis)
             for j, w in enumerate(width_axis)
         ]
@@ -393,7 +433,11 @@ class LatencyModel:
         {"blocks": [VitBlockTables], "fixed_ms", "full": (tokens, heads, hidden)}; `kinds`: AMG /
         top-k / ToMe kinds whose reducer extra is timed too (those of the model's own blocks always
         are; top-k and ToMe with the model's own fuse / prop_attn, else without fusion and with
-        proportional attention, as the budget search builds them)."""
+        proportional attention, as the budget search builds them). Every point not cached is timed
+        in one set of rounds (`_collected`)."""
+        return self._collected(lambda: self._vit_tables(model, kinds))
+
+    def _vit_tables(self, model: nn.Module, kinds: Sequence[str]) -> dict[str, Any]:
         backbone = vit_backbone(model)
         geometry = vit_geometry(model)
         dim = backbone.embed_dim
@@ -631,7 +675,18 @@ class LatencyModel:
         tables = self.vit_tables(reference)
         geos = vit_geometry(reference)
         blocks = sum(vit_block_ms(t, g, 1.0) for t, g in zip(tables["blocks"], geos, strict=True))
-        wholes = self._wholes({signature: reference})
+        backbone = vit_backbone(reference)
+        attn = backbone.blocks[0].attn
+        tokens, heads, hidden = tables["full"]
+        dim, bias = backbone.embed_dim, attn.qkv.bias is not None
+        anchors = {
+            sig: (probe, self.chain)
+            for sig, probe in (
+                self._attention_point(dim, attn.head_dim, bias, (tokens, tokens, heads)),
+                self._mlp_point(dim, hidden, tokens),
+            )
+        }
+        wholes = self._wholes({signature: reference}, anchors)
         if signature not in wholes:
             return 1.0, {"scale": 1.0, "calibrated": False}
         whole = wholes[signature]
@@ -690,14 +745,33 @@ class LatencyModel:
             }
         return fit.scale, info
 
-    def _wholes(self, references: dict[str, nn.Module]) -> dict[str, float]:
+    def _wholes(
+        self, references: dict[str, nn.Module], anchors: dict[str, tuple[Probe, int]] | None = None
+    ) -> dict[str, float]:
         """Measured milliseconds of whole reference models by cache signature; those not cached are
-        timed together in the same interleaved rounds (calib_time each; not when measure=False)."""
+        timed together in the same interleaved rounds (calib_time each; not when measure=False).
+
+        anchors: cached table points (signature -> (probe, chain)) timed again in the same rounds;
+        each whole is then brought to the tables' rounds by their ratio (cached / now), so that the
+        calibration compares the whole graph with its pieces under one load, not through the load
+        meter: a ViT-S whole graph normalised by the meter came out 27 % above the same graph next
+        to its chained blocks, and the scale carried the whole error."""
         missing = {sig: ref for sig, ref in references.items() if sig not in self.cache}
         if missing and self.measure:
             fns = {sig: self._whole_call(ref) for sig, ref in missing.items()}
-            for sig, value in self._time_many(fns, self.calib_time * len(fns)).items():
-                self.cache.put(sig, value)
+            anchors = {sig: point for sig, point in (anchors or {}).items() if sig in self.cache}
+            for sig, (probe, chain) in anchors.items():
+                module, inputs = probe()
+                module = nn.Sequential(module, *(copy.deepcopy(module) for _ in range(chain - 1)))
+                fns[f"anchor|{sig}"] = self.runner.callable(module, inputs)
+            timed = self._time_many(fns, self.calib_time * len(fns))
+            factor = 1.0
+            if anchors:
+                call = self.call_ms()
+                now = sum(max(0.0, timed[f"anchor|{sig}"] - call) / anchors[sig][1] for sig in anchors)
+                factor = sum(self.cache.points[sig] for sig in anchors) / now if now > 0 else 1.0
+            for sig in missing:
+                self.cache.put(sig, timed[sig] * factor)
         return {sig: self.cache.points[sig] for sig in references if sig in self.cache}
 
     def _whole_call(self, model: nn.Module) -> Callable[[], Any]:
@@ -1023,16 +1097,18 @@ def measure_side_by_side(
     threads: int | None = None,
     *,
     min_time: float = 2.0,
+    min_rounds: int = 5,
     graphs: dict[str, str | Path] | None = None,
     meter_reference_ms: float | None = None,
 ) -> dict[str, Any]:
     """{name: {median_ms, p90_ms, rounds}, "setting": ...} of several whole models on `runtime`,
     timed in the same interleaved rounds (`measure.timing.interleaved_times`), so that their ratios
-    hold on a busy machine. graphs: where to write a model's ONNX graph (ONNX Runtime; default a
-    temporary folder), checked against PyTorch when given.
+    hold on a busy machine, for about min_time seconds and at least min_rounds rounds. graphs: where
+    to write a model's ONNX graph (ONNX Runtime; default a temporary folder), checked against PyTorch
+    when given.
 
     meter_reference_ms: the load meter's cached time of the tables that made a prediction (its
-    "meter_reference_ms"). The meter is then timed in the same rounds, cold as for the tables, and
+    "meter_reference_ms"). The meter is then timed in the same rounds, as for the tables, and
     every model gets "normalised_ms" (median per-round model / meter ratio x the reference: the
     model's time at the load the tables are expressed in, comparable with the prediction on a
     machine whose load has changed since) and the result a "load" (meter now / reference)."""
@@ -1041,7 +1117,6 @@ def measure_side_by_side(
     setting = setting_for(runtime, batch, threads)
     graphs = dict(graphs or {})
     fns = {}
-    before = {}
     with Runner(setting) as run:
         for name, model in models.items():
             model = model.eval()
@@ -1052,10 +1127,7 @@ def measure_side_by_side(
                 fns[name] = run.callable(EmbeddingProbe(model), inputs)
         if meter_reference_ms is not None:
             fns[METER] = meter_call(run, batch)
-            before = {METER: CacheFlush()}
-        times = interleaved_times(
-            fns, min_time=min_time, warmup=3, min_rounds=5, device=run.device, before=before
-        )
+        times = interleaved_times(fns, min_time=min_time, warmup=3, min_rounds=min_rounds, device=run.device)
     meter = times.pop(METER, None)
     out: dict[str, Any] = {
         name: {**summarize_ms(samples), "rounds": len(samples)} for name, samples in times.items()
